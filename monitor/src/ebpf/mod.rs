@@ -1,0 +1,1 @@
+//! Probes: loading, attaching, reading the ring buffer (filled in next).

@@ -1,0 +1,1 @@
+//! Reading state from /proc (filled in next).
