@@ -1,0 +1,1 @@
+//! Scanner tests (filled in next).
