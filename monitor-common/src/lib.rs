@@ -90,7 +90,15 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     /// `task_struct.pid`
     pub task_pid: u32,
-    pub _pad: u32,
+    /// `task_struct.exit_code`
+    pub task_exit_code: u32,
+    /// `task_struct.signal`
+    pub task_signal: u32,
+    /// `signal_struct.live`: the thread count `do_exit` decrements before
+    /// `sched_process_exit` fires; 0 means the whole group is gone. Only
+    /// read where that tracepoint lacks its `group_dead` argument (older
+    /// kernels; 6.18 has it).
+    pub signal_live: u32,
 }
 
 /// First bytes of every record.

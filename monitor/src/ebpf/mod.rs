@@ -1,1 +1,2 @@
-//! Probes: loading, attaching, reading the ring buffer (filled in next).
+//! Probes: loading, attaching, reading the ring buffer.
+pub mod btf;
