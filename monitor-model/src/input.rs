@@ -79,7 +79,10 @@ pub struct PathArg {
 
 impl PathArg {
     pub fn new(path: impl Into<PathBytes>) -> Self {
-        PathArg { path: path.into(), truncated: false }
+        PathArg {
+            path: path.into(),
+            truncated: false,
+        }
     }
 }
 
@@ -87,21 +90,60 @@ impl PathArg {
 /// model names them.
 #[derive(Clone, Debug)]
 pub enum Call {
-    Mount { source: PathArg, target: PathArg, fstype: String, flags: u64 },
-    Umount { target: PathArg, flags: u64 },
-    Unshare { flags: u64 },
-    Setns { nstype: u64 },
+    Mount {
+        source: PathArg,
+        target: PathArg,
+        fstype: String,
+        flags: u64,
+    },
+    Umount {
+        target: PathArg,
+        flags: u64,
+    },
+    Unshare {
+        flags: u64,
+    },
+    Setns {
+        nstype: u64,
+    },
     /// `clone`/`clone3` in the parent. `ret` is the child's pid.
-    Clone { flags: u64, clone3: bool },
+    Clone {
+        flags: u64,
+        clone3: bool,
+    },
     /// `task_newtask` with `CLONE_NEWNS`: a child born in a new namespace.
-    NewTask { child: Pid, child_ns: NsId, flags: u64 },
-    MoveMount { from: PathArg, to: PathArg, flags: u64 },
-    OpenTree { path: PathArg, flags: u64 },
-    Fsmount { flags: u64 },
-    MountSetattr { path: PathArg, flags: u64, attr_set: u64, attr_clr: u64, propagation: u64 },
-    PivotRoot { new_root: PathArg, put_old: PathArg },
+    NewTask {
+        child: Pid,
+        child_ns: NsId,
+        flags: u64,
+    },
+    MoveMount {
+        from: PathArg,
+        to: PathArg,
+        flags: u64,
+    },
+    OpenTree {
+        path: PathArg,
+        flags: u64,
+    },
+    Fsmount {
+        flags: u64,
+    },
+    MountSetattr {
+        path: PathArg,
+        flags: u64,
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+    },
+    PivotRoot {
+        new_root: PathArg,
+        put_old: PathArg,
+    },
     /// `rmdir`, or `unlinkat(AT_REMOVEDIR)`.
-    Rmdir { path: PathArg },
+    Rmdir {
+        path: PathArg,
+    },
 }
 
 /// Fork and exit, from `sched_process_fork`/`sched_process_exit`.
@@ -114,7 +156,11 @@ pub struct ProcessEvent {
 
 #[derive(Clone, Debug)]
 pub enum ProcessEventKind {
-    Fork { parent: Pid, child: Pid, comm: String },
+    Fork {
+        parent: Pid,
+        child: Pid,
+        comm: String,
+    },
     /// The whole thread group exited.
     Exit { pid: Pid },
 }
@@ -132,6 +178,9 @@ pub struct Snapshot {
     /// Processes whose cwd, root or open file is on a filesystem that no mount
     /// table shows any more (a removed mount kept alive).
     pub pins: Vec<Pin>,
+    /// Whether `pins` was looked for (it needs every mount table). When
+    /// false, the model keeps the pins it knew.
+    pub pins_scanned: bool,
     /// The scanner's own mount namespace.
     pub self_ns: Option<NsId>,
 }

@@ -27,7 +27,11 @@ impl KernelFacts {
             parts.next().unwrap_or(0),
             parts.next().unwrap_or(0),
         );
-        KernelFacts { release: release.to_string(), version, may_detach_mounts }
+        KernelFacts {
+            release: release.to_string(),
+            version,
+            may_detach_mounts,
+        }
     }
 
     /// Since Linux 3.18 (commit 8ed936b5671b, "vfs: Lazily remove mounts on
@@ -66,11 +70,16 @@ mod tests {
         let el7 = KernelFacts::from_release("3.10.0-1160.el7.x86_64", Some(false));
         assert_eq!(el7.version, (3, 10, 0));
         assert!(!el7.detaches_on_rmdir());
-        assert!(KernelFacts::from_release("3.10.0-1160.el7.x86_64", Some(true)).detaches_on_rmdir());
+        assert!(
+            KernelFacts::from_release("3.10.0-1160.el7.x86_64", Some(true)).detaches_on_rmdir()
+        );
         assert!(!KernelFacts::from_release("3.16.7", None).detaches_on_rmdir());
         let modern = KernelFacts::from_release("6.18.44-fc-v657", None);
         assert_eq!(modern.version, (6, 18, 44));
         assert!(modern.detaches_on_rmdir());
-        assert_eq!(KernelFacts::from_release("garbage", None).version, (0, 0, 0));
+        assert_eq!(
+            KernelFacts::from_release("garbage", None).version,
+            (0, 0, 0)
+        );
     }
 }

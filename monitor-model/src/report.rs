@@ -1,0 +1,671 @@
+//! From state to findings: who holds what, what it will do on this kernel,
+//! and what to type to fix it. Also decides when a finding opens, changes
+//! and resolves.
+
+use std::collections::BTreeMap;
+
+use crate::finding::{
+    consequence, unit_from_cgroup, Consequence, ConsequenceKind, FailedCall, Finding, FindingKind,
+    HoldKind, Holder, HolderProcess, MountRef, ProcessRef,
+};
+use crate::input::{NsId, Pid, PinKind, SyscallEvent};
+use crate::path::PathBytes;
+use crate::state::{ContainerFs, Entry, FsId};
+use crate::{flags, Model, ModelConfig, Output};
+
+/// How many member processes a holder lists by name.
+const LISTED_PROCESSES: usize = 5;
+
+/// The finding open for one filesystem.
+#[derive(Clone, Debug)]
+pub(crate) struct Active {
+    pub id: String,
+    pub kind: FindingKind,
+    /// Who holds it: a change here is news; other changes are not.
+    pub key: Vec<(NsId, HoldKind, Option<Pid>)>,
+    pub last: Finding,
+}
+
+/// What holds a filesystem right now, if anything worth reporting.
+pub(crate) enum Status {
+    /// Copies the host's umounts will not reach, while the host still mounts it.
+    Risk(Vec<(NsId, Entry)>),
+    /// Copies that outlived the host's umount.
+    Leak(Vec<(NsId, Entry)>),
+    /// No copy left anywhere, but processes keep the filesystem alive.
+    Pinned,
+}
+
+pub(crate) struct FailedOnUnknown<'a> {
+    pub path: &'a PathBytes,
+    pub ev: &'a SyscallEvent,
+    pub syscall: &'static str,
+}
+
+impl Model {
+    /// Classifies one filesystem from the current state.
+    pub(crate) fn status(&mut self, id: FsId) -> Option<Status> {
+        let fs = self.fs.get(&id)?;
+        let mut host_present = false;
+        let mut host_groups = Vec::new();
+        let mut holders: Vec<(NsId, Entry)> = Vec::new();
+        for ns in self.namespaces.values() {
+            for e in ns.entries.iter().filter(|e| e.fs == id) {
+                if self.is_reference(ns.id) {
+                    host_present = true;
+                    host_groups.extend(e.prop.shared);
+                } else if ns.root_fs == Some(id)
+                    || (fs.hint.pod_uid.is_some() && ns.pod_uid == fs.hint.pod_uid)
+                {
+                    // The container's own namespace (its rootfs at `/`, its
+                    // pod's volumes): it dies with the container.
+                } else {
+                    holders.push((ns.id, e.clone()));
+                }
+            }
+        }
+        holders.sort_by_key(|(ns, e)| (*ns, e.mount_id));
+        if host_present {
+            let risky: Vec<(NsId, Entry)> = holders
+                .into_iter()
+                .filter(|(_, e)| e.prop.known && !e.prop.receives_from(&host_groups))
+                .collect();
+            let grace = self.cfg.risk_grace_ns;
+            let now = self.now;
+            let ripe: Vec<(NsId, Entry)> = risky
+                .iter()
+                .filter(|(_, e)| e.since.is_none_or(|s| now.saturating_sub(s) >= grace))
+                .cloned()
+                .collect();
+            if ripe.len() < risky.len() {
+                self.grace_waiting.insert(id);
+            } else {
+                self.grace_waiting.remove(&id);
+            }
+            return (!ripe.is_empty()).then_some(Status::Risk(ripe));
+        }
+        self.grace_waiting.remove(&id);
+        // A copy the host's umount reaches went with it (umount propagation
+        // also covers lazy umounts); only the others outlive it.
+        holders.retain(|(_, e)| !(e.prop.known && e.prop.receives_from(&fs.host_groups)));
+        if !holders.is_empty() {
+            Some(Status::Leak(holders))
+        } else if !fs.pins.is_empty() {
+            Some(Status::Pinned)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn transition(
+        &mut self,
+        id: FsId,
+        status: Option<Status>,
+        reason: &'static str,
+        out: &mut Vec<Output>,
+    ) {
+        let prev = self
+            .active
+            .get(&id)
+            .map(|a| (a.id.clone(), a.kind, a.key.clone()));
+        match (prev, status) {
+            (None, None) => {}
+            (prev, Some(status)) => {
+                let finding_id = match &prev {
+                    Some((id, ..)) => id.clone(),
+                    None => self.take_finding_id(),
+                };
+                let Some(finding) = self.build(id, &status, finding_id.clone()) else {
+                    return;
+                };
+                let key: Vec<(NsId, HoldKind, Option<Pid>)> = finding
+                    .holders
+                    .iter()
+                    .map(|h| (h.mnt_ns, h.hold, h.pid))
+                    .collect();
+                let news = match prev {
+                    Some((_, kind, old_key)) => kind != finding.kind || old_key != key,
+                    None => true,
+                };
+                if news {
+                    out.push(Output::Finding(Box::new(finding.clone())));
+                }
+                self.active.insert(
+                    id,
+                    Active {
+                        id: finding_id,
+                        kind: finding.kind,
+                        key,
+                        last: finding,
+                    },
+                );
+            }
+            (Some(_), None) => {
+                let Some(active) = self.active.remove(&id) else {
+                    return;
+                };
+                let mut f = active.last;
+                f.kind = FindingKind::Resolved;
+                f.at = self.now;
+                f.holders.clear();
+                f.remedy.clear();
+                f.consequence = Consequence {
+                    kind: ConsequenceKind::None,
+                    text: "nothing is held any more".into(),
+                };
+                f.resolution = Some(reason.to_string());
+                f.summary = format!("{}: released ({reason})", describe(&f.mount));
+                out.push(Output::Finding(Box::new(f)));
+            }
+        }
+    }
+
+    fn mount_ref(fs: &ContainerFs) -> MountRef {
+        MountRef {
+            path: fs.path.clone(),
+            path_hex: fs.path.to_str().is_none().then(|| fs.path.hex()),
+            dev: fs.dev.map(|d| d.to_string()),
+            fstype: fs.fstype.clone(),
+            source: fs.source.clone(),
+            container: fs.hint.clone(),
+            mounted_at: fs.mounted_at,
+            unmounted_at: fs.unmounted_at,
+        }
+    }
+
+    fn build(&self, id: FsId, status: &Status, finding_id: String) -> Option<Finding> {
+        let fs = self.fs.get(&id)?;
+        let (kind, holders) = match status {
+            Status::Risk(entries) => (FindingKind::Risk, self.copy_holders(fs, entries)),
+            Status::Leak(entries) => (FindingKind::Leak, self.copy_holders(fs, entries)),
+            Status::Pinned => (FindingKind::Leak, self.pin_holders(fs)),
+        };
+        let pinned_later = holders.iter().any(|h| !h.busy.is_empty());
+        let detached = matches!(status, Status::Pinned);
+        let consequence = consequence(
+            &self.cfg.kernel,
+            kind,
+            detached,
+            pinned_later,
+            &fs.fstype,
+            fs.dev,
+        );
+        let mount = Self::mount_ref(fs);
+        let remedy = remedies(&self.cfg, &mount, &holders, kind);
+        let summary = summarize(kind, &mount, &holders);
+        Some(Finding {
+            id: finding_id,
+            kind,
+            at: self.now,
+            summary,
+            mount,
+            holders,
+            consequence,
+            remedy,
+            failed_call: None,
+            resolution: None,
+        })
+    }
+
+    fn process_entry(&self, pid: Pid) -> Option<HolderProcess> {
+        let p = self.processes.get(&pid)?;
+        let unit = p.info.cgroup.as_deref().and_then(unit_from_cgroup);
+        Some(HolderProcess {
+            pid,
+            comm: p.info.comm.clone(),
+            exe: p.info.exe.clone(),
+            cgroup: p.info.cgroup.clone(),
+            unit,
+            uid: p.info.uid,
+        })
+    }
+
+    /// The user namespace of the host namespaces' processes.
+    fn host_user_ns(&self) -> Option<u64> {
+        self.namespaces
+            .values()
+            .filter(|n| self.is_reference(n.id))
+            .find_map(|n| n.user_ns)
+    }
+
+    fn copy_holders(&self, fs: &ContainerFs, entries: &[(NsId, Entry)]) -> Vec<Holder> {
+        let host_user_ns = self.host_user_ns();
+        let host_groups: Vec<u64> = self
+            .namespaces
+            .values()
+            .filter(|n| self.is_reference(n.id))
+            .flat_map(|n| {
+                n.entries
+                    .iter()
+                    .filter(|e| e.fs == fs.id)
+                    .filter_map(|e| e.prop.shared)
+            })
+            .collect();
+        let host_present = self
+            .namespaces
+            .values()
+            .any(|n| self.is_reference(n.id) && n.entries.iter().any(|e| e.fs == fs.id));
+        entries
+            .iter()
+            .filter_map(|(ns_id, e)| {
+                let ns = self.namespaces.get(ns_id)?;
+                // Oldest first: the namespace's first process is the one to name.
+                let mut members: Vec<&crate::state::Process> = ns
+                    .members
+                    .iter()
+                    .filter_map(|p| self.processes.get(p))
+                    .collect();
+                members.sort_by_key(|p| (p.info.start, p.info.pid));
+                let creator_alive = ns
+                    .creation
+                    .as_ref()
+                    .map(|c| c.first_member)
+                    .filter(|p| ns.members.contains(p));
+                let pid = creator_alive.or_else(|| members.first().map(|p| p.info.pid));
+                let mut processes: Vec<HolderProcess> = Vec::new();
+                if let Some(p) = pid.and_then(|p| self.process_entry(p)) {
+                    processes.push(p);
+                }
+                for m in &members {
+                    if processes.len() >= LISTED_PROCESSES {
+                        break;
+                    }
+                    if Some(m.info.pid) != pid {
+                        processes.extend(self.process_entry(m.info.pid));
+                    }
+                }
+                let mut busy = Vec::new();
+                if let Some(dev) = fs.dev {
+                    for m in &members {
+                        let i = &m.info;
+                        if i.cwd_dev == Some(dev) {
+                            busy.push(format!("cwd of pid {} ({}) is inside", i.pid, i.comm));
+                        }
+                        if i.root_dev == Some(dev) {
+                            busy.push(format!("root of pid {} ({}) is inside", i.pid, i.comm));
+                        }
+                        if i.fd_devs.contains(&dev) {
+                            busy.push(format!("pid {} ({}) has files open inside", i.pid, i.comm));
+                        }
+                    }
+                }
+                if e.submounts {
+                    busy.push("other mounts sit on the copy".to_string());
+                }
+                let new_user = ns
+                    .creation
+                    .as_ref()
+                    .is_some_and(|c| c.flags & flags::CLONE_NEWUSER != 0);
+                let other_user_ns =
+                    matches!((ns.user_ns, host_user_ns), (Some(a), Some(b)) if a != b);
+                Some(Holder {
+                    mnt_ns: *ns_id,
+                    hold: HoldKind::Copy,
+                    mount_point: Some(e.mount_point.clone()),
+                    propagation: e.prop.name(),
+                    receives_host_umounts: if !e.prop.known {
+                        None
+                    } else if host_present {
+                        Some(e.prop.receives_from(&host_groups))
+                    } else {
+                        Some(false)
+                    },
+                    pid,
+                    more_processes: members.len().saturating_sub(processes.len()),
+                    processes,
+                    nsfs_mounts: ns.nsfs.iter().map(|n| n.path.clone()).collect(),
+                    user_ns_locked: new_user || other_user_ns,
+                    since: e.since,
+                    since_source: e.since_source.as_str(),
+                    via: ns.creation.as_ref().map(|c| c.via),
+                    created_by: ns.creation.as_ref().map(|c| ProcessRef {
+                        pid: c.by.tgid,
+                        comm: c.by.comm.clone(),
+                    }),
+                    parent_mnt_ns: ns.creation.as_ref().map(|c| c.parent),
+                    busy,
+                })
+            })
+            .collect()
+    }
+
+    fn pin_holders(&self, fs: &ContainerFs) -> Vec<Holder> {
+        let mut by_pid: BTreeMap<Pid, Vec<&crate::input::Pin>> = BTreeMap::new();
+        for p in &fs.pins {
+            by_pid.entry(p.process.pid).or_default().push(p);
+        }
+        by_pid
+            .into_values()
+            .map(|pins| {
+                let first = pins[0];
+                let info = &first.process;
+                let hold = match first.how {
+                    PinKind::Cwd => HoldKind::Cwd,
+                    PinKind::Root => HoldKind::Root,
+                    PinKind::Fd(_) => HoldKind::Fd,
+                };
+                let busy = pins
+                    .iter()
+                    .map(|p| match p.how {
+                        PinKind::Cwd => {
+                            format!("cwd of pid {} ({}) is inside", info.pid, info.comm)
+                        }
+                        PinKind::Root => {
+                            format!("root of pid {} ({}) is inside", info.pid, info.comm)
+                        }
+                        PinKind::Fd(fd) => {
+                            format!("pid {} ({}) has fd {fd} open inside", info.pid, info.comm)
+                        }
+                    })
+                    .collect();
+                Holder {
+                    mnt_ns: first.ns,
+                    hold,
+                    mount_point: None,
+                    propagation: "detached",
+                    receives_host_umounts: None,
+                    pid: Some(info.pid),
+                    processes: vec![HolderProcess {
+                        pid: info.pid,
+                        comm: info.comm.clone(),
+                        exe: info.exe.clone(),
+                        cgroup: info.cgroup.clone(),
+                        unit: info.cgroup.as_deref().and_then(unit_from_cgroup),
+                        uid: info.uid,
+                    }],
+                    more_processes: 0,
+                    nsfs_mounts: Vec::new(),
+                    user_ns_locked: false,
+                    since: None,
+                    since_source: "unknown",
+                    via: None,
+                    created_by: None,
+                    parent_mnt_ns: None,
+                    busy,
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn build_failed_removal(
+        &mut self,
+        fs_id: FsId,
+        ev: &SyscallEvent,
+        syscall: &'static str,
+        path: &PathBytes,
+    ) -> Finding {
+        let finding_id = match self.active.get(&fs_id) {
+            Some(a) => a.id.clone(),
+            None => self.take_finding_id(),
+        };
+        let mut entries: Vec<(NsId, Entry)> = Vec::new();
+        for ns in self.namespaces.values() {
+            if self.is_reference(ns.id) {
+                continue;
+            }
+            for e in ns.entries.iter().filter(|e| e.fs == fs_id) {
+                if ns.root_fs != Some(fs_id) {
+                    entries.push((ns.id, e.clone()));
+                }
+            }
+        }
+        let Some(fs) = self.fs.get(&fs_id) else {
+            return failed_unknown(&self.cfg, finding_id, FailedOnUnknown { path, ev, syscall });
+        };
+        let mut holders = self.copy_holders(fs, &entries);
+        holders.extend(self.pin_holders(fs));
+        let mount = Self::mount_ref(fs);
+        let text = if syscall == "umount" {
+            "The umount failed with EBUSY: something uses the mount (a process's cwd or open file, possibly through a slave copy that receives this umount), so the container cannot be torn down until it is released.".to_string()
+        } else if !self.cfg.kernel.detaches_on_rmdir() {
+            format!(
+                "Kernel {}: removing the mountpoint fails with EBUSY while another namespace has a mount on it (\"device or resource busy\").",
+                self.cfg.kernel.release
+            )
+        } else {
+            "Removing the mountpoint failed with EBUSY.".to_string()
+        };
+        let mut remedy = remedies(&self.cfg, &mount, &holders, FindingKind::FailedRemoval);
+        if holders.is_empty() {
+            remedy.insert(
+                0,
+                format!(
+                    "find what uses it: `fuser -vm {}` and `mountleak scan`",
+                    mount.path
+                ),
+            );
+        }
+        let summary = format!(
+            "{syscall} of {} failed with EBUSY (pid {} {}){}",
+            path,
+            ev.task.tgid,
+            ev.task.comm,
+            holders_phrase(&holders)
+                .map(|h| format!("; held by {h}"))
+                .unwrap_or_default()
+        );
+        Finding {
+            id: finding_id,
+            kind: FindingKind::FailedRemoval,
+            at: ev.end,
+            summary,
+            mount,
+            holders,
+            consequence: Consequence {
+                kind: ConsequenceKind::RemovalFailsEbusy,
+                text,
+            },
+            remedy,
+            failed_call: Some(FailedCall {
+                syscall,
+                pid: ev.task.tgid,
+                comm: ev.task.comm.clone(),
+                errno: -ev.ret,
+                path: path.clone(),
+            }),
+            resolution: None,
+        }
+    }
+}
+
+/// A failed removal of a container path the model has no record of.
+pub(crate) fn failed_unknown(cfg: &ModelConfig, id: String, f: FailedOnUnknown<'_>) -> Finding {
+    let mount = MountRef {
+        path: f.path.clone(),
+        path_hex: f.path.to_str().is_none().then(|| f.path.hex()),
+        dev: None,
+        fstype: String::new(),
+        source: PathBytes::default(),
+        container: crate::container::ContainerHint::from_path(f.path),
+        mounted_at: None,
+        unmounted_at: None,
+    };
+    Finding {
+        id,
+        kind: FindingKind::FailedRemoval,
+        at: f.ev.end,
+        summary: format!(
+            "{} of {} failed with EBUSY (pid {} {})",
+            f.syscall, f.path, f.ev.task.tgid, f.ev.task.comm
+        ),
+        consequence: Consequence {
+            kind: ConsequenceKind::RemovalFailsEbusy,
+            text: format!(
+                "Kernel {}: the removal failed with EBUSY; no holder is known yet.",
+                cfg.kernel.release
+            ),
+        },
+        remedy: vec![format!(
+            "find the holder: `mountleak scan`, or `grep -l {} /proc/*/mountinfo`",
+            f.path
+        )],
+        mount,
+        holders: Vec::new(),
+        failed_call: Some(FailedCall {
+            syscall: f.syscall,
+            pid: f.ev.task.tgid,
+            comm: f.ev.task.comm.clone(),
+            errno: -f.ev.ret,
+            path: f.path.clone(),
+        }),
+        resolution: None,
+    }
+}
+
+/// `docker rootfs (layer 0f1e…) at /var/…/merged`, or just the path.
+pub(crate) fn describe(mount: &MountRef) -> String {
+    match mount.container.label() {
+        Some(label) => format!("{label} at {}", mount.path),
+        None if mount.path.is_empty() => format!(
+            "detached {} filesystem {}",
+            mount.fstype,
+            mount.dev.as_deref().unwrap_or("?")
+        ),
+        None => mount.path.to_string(),
+    }
+}
+
+fn holder_phrase(h: &Holder) -> String {
+    let who = match h.processes.first() {
+        Some(p) => match &p.unit {
+            Some(unit) => format!("{} (pid {}, {unit})", p.comm, p.pid),
+            None => format!("{} (pid {})", p.comm, p.pid),
+        },
+        None if !h.nsfs_mounts.is_empty() => {
+            format!("no process (kept by nsfs mount {})", h.nsfs_mounts[0])
+        }
+        None => "no process".to_string(),
+    };
+    format!("{who} in mnt ns {}", h.mnt_ns)
+}
+
+fn holders_phrase(holders: &[Holder]) -> Option<String> {
+    let first = holders.first()?;
+    let more = holders.len() - 1;
+    Some(if more == 0 {
+        holder_phrase(first)
+    } else {
+        format!("{} and {more} more", holder_phrase(first))
+    })
+}
+
+fn summarize(kind: FindingKind, mount: &MountRef, holders: &[Holder]) -> String {
+    let what = describe(mount);
+    let who = holders_phrase(holders).unwrap_or_else(|| "an unknown holder".into());
+    match kind {
+        FindingKind::Risk => {
+            let prop = holders.first().map(|h| h.propagation).unwrap_or("private");
+            format!("{what}: copied into {who} with {prop} propagation; the host's umount will not reach it")
+        }
+        FindingKind::Leak if holders.iter().all(|h| h.hold != HoldKind::Copy) => {
+            format!("{what}: unmounted and gone from every mount table, but kept alive by {who}")
+        }
+        FindingKind::Leak => format!("{what}: unmounted by the host but still mounted in {who}"),
+        FindingKind::FailedRemoval => format!("{what}: removal failed; held by {who}"),
+        FindingKind::Resolved => format!("{what}: released"),
+    }
+}
+
+/// What to type, per holder, most direct first; then how to prevent it.
+fn remedies(
+    cfg: &ModelConfig,
+    mount: &MountRef,
+    holders: &[Holder],
+    kind: FindingKind,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut units: Vec<String> = Vec::new();
+    for h in holders {
+        let unit = h
+            .processes
+            .first()
+            .and_then(|p| p.unit.clone())
+            .filter(|u| u.ends_with(".service"));
+        if let Some(u) = &unit {
+            if !units.contains(u) {
+                units.push(u.clone());
+            }
+        }
+        let restart = unit.as_ref().map(|u| format!("`systemctl restart {u}`"));
+        let mp = h.mount_point.clone().unwrap_or_else(|| mount.path.clone());
+        match (h.hold, h.pid) {
+            (HoldKind::Copy, _) if h.pid.is_none() && !h.nsfs_mounts.is_empty() => {
+                let nsfs = &h.nsfs_mounts[0];
+                out.push(format!(
+                    "namespace {} has no process; the nsfs mount {nsfs} keeps it alive: `nsenter --mount={nsfs} umount {mp}` releases the copy, `umount {nsfs}` releases the whole namespace",
+                    h.mnt_ns
+                ));
+            }
+            (HoldKind::Copy, Some(pid)) if h.user_ns_locked => {
+                let rmdir_note = if cfg.kernel.detaches_on_rmdir() {
+                    "; on this kernel removing the mountpoint directory on the host also detaches the copy"
+                } else {
+                    ""
+                };
+                out.push(format!(
+                    "pid {pid}'s copy is locked (it was inherited into a user namespace): `nsenter -t {pid} -m umount {mp}` fails with EINVAL; stop or restart the holder instead ({}){rmdir_note}",
+                    restart.clone().unwrap_or_else(|| format!("`kill {pid}`"))
+                ));
+            }
+            (HoldKind::Copy, Some(pid)) => {
+                let busy = if h.busy.is_empty() { "" } else { " -l" };
+                let mut line = format!(
+                    "`nsenter -t {pid} -m umount{busy} {mp}` releases the copy held by pid {pid}"
+                );
+                if let Some(r) = &restart {
+                    line.push_str(&format!(", or restart its unit: {r}"));
+                }
+                out.push(line);
+            }
+            (HoldKind::Copy, None) => {
+                out.push(format!("namespace {} holds a copy but no process was found: run `mountleak scan` again", h.mnt_ns));
+            }
+            (_, Some(pid)) => {
+                let how = match h.hold {
+                    HoldKind::Cwd => "its working directory",
+                    HoldKind::Root => "its root directory",
+                    _ => "open files",
+                };
+                out.push(format!(
+                    "pid {pid} keeps the detached filesystem alive through {how} (`ls -l /proc/{pid}/cwd /proc/{pid}/fd`): make it let go, or restart it ({})",
+                    restart.clone().unwrap_or_else(|| format!("`kill {pid}` only if that is safe"))
+                ));
+            }
+            (_, None) => {}
+        }
+    }
+    let copies = holders.iter().any(|h| h.hold == HoldKind::Copy);
+    if copies && kind != FindingKind::Resolved {
+        let who = if units.is_empty() {
+            "the holder".to_string()
+        } else {
+            units.join(", ")
+        };
+        out.push(format!(
+            "prevent it: give the container runtime its own mount namespace (`MountFlags=slave` in its unit, e.g. docker.service, as in the field report), or make the runtime's data directory a shared mount so slave copies receive its umounts; {who} must not use private propagation (`MountFlags=private`, `unshare --propagation private`)"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_prefers_the_container_label() {
+        let m = MountRef {
+            path: "/var/lib/docker/overlay2/0123456789abcdef/merged".into(),
+            path_hex: None,
+            dev: Some("0:52".into()),
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            container: crate::container::ContainerHint::from_path(
+                &"/var/lib/docker/overlay2/0123456789abcdef/merged".into(),
+            ),
+            mounted_at: None,
+            unmounted_at: None,
+        };
+        assert_eq!(describe(&m), "docker rootfs (layer 0123456789ab) at /var/lib/docker/overlay2/0123456789abcdef/merged");
+    }
+}

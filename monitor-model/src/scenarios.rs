@@ -1,0 +1,741 @@
+//! Replays of synthetic input streams: the leak stories the model must tell,
+//! and the ways real streams go wrong (duplicates, reordering, losses, pid
+//! and namespace-id reuse).
+
+use crate::finding::{ConsequenceKind, HoldKind};
+use crate::flags::*;
+use crate::input::*;
+use crate::testutil::*;
+use crate::{FindingKind, KernelFacts, Model, ModelConfig, Output};
+
+fn model() -> Model {
+    Model::new(ModelConfig {
+        kernel: KernelFacts::from_release("6.18.44", None),
+        ..ModelConfig::default()
+    })
+}
+
+fn container_mount(shared: Option<u32>, master: Option<u32>) -> MountEntry {
+    mount(40, OVERLAY_DEV, DOCKER_PATH, "overlay", shared, master)
+}
+
+fn host_with_container() -> NamespaceSnapshot {
+    let mut mounts = host_base();
+    mounts.push(container_mount(Some(7), None));
+    ns(
+        HOST,
+        mounts,
+        vec![process(900, "dockerd", SEC, "/system.slice/docker.service")],
+    )
+}
+
+fn ntpd() -> ProcessInfo {
+    process(1234, "ntpd", 2 * SEC, "/system.slice/ntpd.service")
+}
+
+fn holder_with(shared: Option<u32>, master: Option<u32>) -> NamespaceSnapshot {
+    let mut mounts = host_base();
+    mounts.push(container_mount(shared, master));
+    ns(HOLDER, mounts, vec![ntpd()])
+}
+
+/// The seed's story from /proc alone: ntpd's private namespace holds a copy
+/// of a container rootfs.
+#[test]
+fn scan_reports_a_private_copy_as_a_risk_naming_the_holder() {
+    let mut m = model();
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    let f = findings(&out);
+    assert_eq!(f.len(), 1, "{out:#?}");
+    let f = f[0];
+    assert_eq!(f.kind, FindingKind::Risk);
+    assert_eq!(f.mount.path.as_bytes(), DOCKER_PATH.as_bytes());
+    assert_eq!(f.mount.dev.as_deref(), Some("0:52"));
+    assert_eq!(f.mount.fstype, "overlay");
+    assert_eq!(f.mount.container.runtime, Some("docker"));
+    let h = &f.holders[0];
+    assert_eq!(
+        (h.mnt_ns, h.pid, h.propagation),
+        (HOLDER, Some(1234), "private")
+    );
+    assert_eq!(h.receives_host_umounts, Some(false));
+    assert_eq!(h.processes[0].comm, "ntpd");
+    assert_eq!(h.processes[0].unit.as_deref(), Some("ntpd.service"));
+    assert_eq!(h.since, Some(2 * SEC));
+    assert_eq!(h.since_source, "inferred");
+    assert_eq!(f.consequence.kind, ConsequenceKind::DetachedOnRemoval);
+    assert!(
+        f.remedy[0].contains(&format!("nsenter -t 1234 -m umount {DOCKER_PATH}")),
+        "{:?}",
+        f.remedy
+    );
+    assert!(f.remedy[0].contains("systemctl restart ntpd.service"));
+    assert!(f.remedy.iter().any(|r| r.contains("MountFlags=slave")));
+    assert!(
+        f.summary.contains("ntpd (pid 1234, ntpd.service)"),
+        "{}",
+        f.summary
+    );
+}
+
+#[test]
+fn slave_and_shared_copies_receive_umounts_and_are_not_reported() {
+    for (shared, master) in [(None, Some(7)), (Some(7), None)] {
+        let mut m = model();
+        let out = m.apply(&snapshot(
+            100 * SEC,
+            vec![host_with_container(), holder_with(shared, master)],
+        ));
+        assert!(findings(&out).is_empty(), "{shared:?}/{master:?}: {out:#?}");
+        // After the host's umount (snapshot shows it gone from the host, the
+        // holder not yet re-read) the copy still does not count: the kernel
+        // propagated the umount to it.
+        let out = m.apply(&snapshot(
+            101 * SEC,
+            vec![ns(HOST, host_base(), vec![]), holder_with(shared, master)],
+        ));
+        assert!(
+            findings(&out).is_empty(),
+            "{shared:?}/{master:?} after umount: {out:#?}"
+        );
+    }
+}
+
+/// The story as the probes see it: ntpd unshares, makes its copies
+/// private, the host unmounts, ntpd exits.
+#[test]
+fn event_stream_risk_then_leak_then_resolved() {
+    let mut m = model();
+    let dockerd = task(900, "dockerd");
+    let ntpd_task = task(1234, "ntpd");
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    let out = m.apply(&unshare(20 * SEC, &ntpd_task, HOST, HOLDER));
+    assert!(out.contains(&Output::Watch(HOLDER)), "{out:?}");
+    assert!(findings(&out).is_empty(), "a peer copy is fine");
+    let out = m.apply(&make(
+        20 * SEC + MS,
+        &ntpd_task,
+        HOLDER,
+        "/",
+        MS_REC | MS_PRIVATE,
+    ));
+    assert!(
+        findings(&out).is_empty(),
+        "still inside the grace period: {out:?}"
+    );
+    let out = m.apply(&Input::Tick { now: 23 * SEC });
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Risk]);
+    let risk_id = f[0].id.clone();
+    let h = &f[0].holders[0];
+    assert_eq!(
+        (h.since, h.since_source, h.via),
+        (Some(20 * SEC), "observed", Some("unshare"))
+    );
+    assert_eq!(h.created_by.as_ref().map(|c| c.comm.as_str()), Some("ntpd"));
+    assert_eq!(h.parent_mnt_ns, Some(HOST));
+
+    let out = m.apply(&umount(30 * SEC, &dockerd, HOST, DOCKER_PATH, 0));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Leak]);
+    assert_eq!(f[0].id, risk_id, "the leak continues the risk's story");
+    assert_eq!(f[0].mount.unmounted_at, Some(30 * SEC));
+    assert_eq!(f[0].holders[0].pid, Some(1234));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Rescan { namespaces, .. } if namespaces == &vec![HOLDER])));
+
+    let out = m.apply(&exit(40 * SEC, HOLDER, 1234));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
+    assert_eq!(f[0].id, risk_id);
+    assert_eq!(f[0].resolution.as_deref(), Some("the holder exited"));
+    assert!(out.contains(&Output::Unwatch(HOLDER)));
+    assert!(m.open_findings().is_empty());
+}
+
+#[test]
+fn slave_holder_receives_the_umount_so_no_leak() {
+    let mut m = model();
+    let ntpd_task = task(1234, "ntpd");
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    m.apply(&unshare(20 * SEC, &ntpd_task, HOST, HOLDER));
+    m.apply(&make(
+        20 * SEC + MS,
+        &ntpd_task,
+        HOLDER,
+        "/",
+        MS_REC | MS_SLAVE,
+    ));
+    let out = m.apply(&Input::Tick { now: 25 * SEC });
+    assert!(findings(&out).is_empty(), "{out:?}");
+    let out = m.apply(&umount(
+        30 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    assert!(findings(&out).is_empty(), "{out:?}");
+    assert!(
+        out.contains(&Output::Unwatch(HOLDER)),
+        "the copy went with the umount: {out:?}"
+    );
+}
+
+/// Docker's graph driver dir is private: a copy made by a plain unshare is
+/// private from the start, and a host umount leaks it at once.
+#[test]
+fn private_host_mount_copies_leak_without_a_propagation_change() {
+    let mut m = model();
+    let mut host = host_with_container();
+    host.mounts[2].shared = None;
+    m.apply(&snapshot(10 * SEC, vec![host]));
+    m.apply(&unshare(20 * SEC, &task(77, "unshare"), HOST, HOLDER));
+    let out = m.apply(&umount(
+        20 * SEC + 5 * MS,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    assert_eq!(
+        kinds(&out),
+        vec![FindingKind::Leak],
+        "a leak needs no grace period"
+    );
+}
+
+#[test]
+fn duplicated_events_change_nothing() {
+    let ntpd_task = task(1234, "ntpd");
+    let stream = [
+        snapshot(10 * SEC, vec![host_with_container()]),
+        unshare(20 * SEC, &ntpd_task, HOST, HOLDER),
+        make(20 * SEC + MS, &ntpd_task, HOLDER, "/", MS_REC | MS_PRIVATE),
+        Input::Tick { now: 23 * SEC },
+        umount(30 * SEC, &task(900, "dockerd"), HOST, DOCKER_PATH, 0),
+        exit(40 * SEC, HOLDER, 1234),
+    ];
+    let once: Vec<FindingKind> = {
+        let mut m = model();
+        stream.iter().flat_map(|i| kinds(&m.apply(i))).collect()
+    };
+    let mut m = model();
+    let twice: Vec<FindingKind> = stream
+        .iter()
+        .flat_map(|i| {
+            let mut k = kinds(&m.apply(i));
+            k.extend(kinds(&m.apply(i)));
+            k
+        })
+        .collect();
+    assert_eq!(
+        once,
+        vec![FindingKind::Risk, FindingKind::Leak, FindingKind::Resolved]
+    );
+    assert_eq!(twice, once);
+    assert!(m.stats().duplicates >= 4);
+}
+
+/// The unshare happened before the host's umount but another CPU's record
+/// was read first: the copy was still made.
+#[test]
+fn unshare_read_after_a_later_umount_still_leaks() {
+    let mut m = model();
+    let mut host = host_with_container();
+    host.mounts[2].shared = None;
+    m.apply(&snapshot(10 * SEC, vec![host]));
+    let out = m.apply(&umount(
+        30 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    assert!(findings(&out).is_empty());
+    let out = m.apply(&unshare(29 * SEC, &task(77, "unshare"), HOST, HOLDER));
+    assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Rescan {
+            reason: "events arrived out of order",
+            ..
+        }
+    )));
+}
+
+/// Reordering the model cannot untangle alone: it asks for a rescan, and
+/// the snapshot that follows settles the truth.
+#[test]
+fn reordered_stream_asks_for_a_rescan_and_the_snapshot_settles_it() {
+    let mut m = model();
+    let ntpd_task = task(1234, "ntpd");
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    // Order of arrival: umount (t=30), unshare (t=20), make-rprivate (t=20.001).
+    m.apply(&umount(
+        30 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let out = m.apply(&unshare(20 * SEC, &ntpd_task, HOST, HOLDER));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Rescan { namespaces, .. } if namespaces.contains(&HOLDER))));
+    m.apply(&make(
+        20 * SEC + MS,
+        &ntpd_task,
+        HOLDER,
+        "/",
+        MS_REC | MS_PRIVATE,
+    ));
+    // The truth: the copy was private when the umount came, so it survived.
+    let out = m.apply(&snapshot(
+        31 * SEC,
+        vec![ns(HOST, host_base(), vec![]), holder_with(None, None)],
+    ));
+    assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
+    assert_eq!(
+        findings(&out)[0].holders[0].since,
+        Some(20 * SEC),
+        "the probe's time survives the snapshot"
+    );
+}
+
+#[test]
+fn lost_events_ask_for_a_full_rescan_which_repairs_state() {
+    let mut m = model();
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    // The unshare and the umount were lost in the kernel.
+    let out = m.apply(&Input::Lost {
+        at: 30 * SEC,
+        count: 12,
+    });
+    assert!(out.contains(&Output::Rescan {
+        namespaces: vec![],
+        full: true,
+        reason: "kernel events were lost"
+    }));
+    assert_eq!(m.stats().lost_events, 12);
+    let out = m.apply(&snapshot(
+        31 * SEC,
+        vec![ns(HOST, host_base(), vec![]), holder_with(None, None)],
+    ));
+    assert_eq!(kinds(&out), vec![FindingKind::Leak]);
+    assert_eq!(findings(&out)[0].holders[0].since_source, "inferred");
+}
+
+#[test]
+fn a_reused_pid_is_not_blamed_and_its_old_exit_is_ignored() {
+    let mut m = model();
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    m.apply(&unshare(20 * SEC, &task(1234, "ntpd"), HOST, HOLDER));
+    m.apply(&make(
+        20 * SEC + MS,
+        &task(1234, "ntpd"),
+        HOLDER,
+        "/",
+        MS_REC | MS_PRIVATE,
+    ));
+    m.apply(&Input::Tick { now: 25 * SEC });
+    // ntpd exits; the namespace dies; pid 1234 is reused by an unrelated
+    // process in another namespace, seen by a snapshot.
+    let out = m.apply(&exit(30 * SEC, HOLDER, 1234));
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
+    let other = ns(
+        OTHER,
+        host_base(),
+        vec![process(
+            1234,
+            "bash",
+            40 * SEC,
+            "/user.slice/session-1.scope",
+        )],
+    );
+    m.apply(&snapshot(41 * SEC, vec![host_with_container(), other]));
+    // A stale exit for the old 1234 (read late) must not remove the new one.
+    let out = m.apply(&exit(30 * SEC, OTHER, 1234));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(m.stats().duplicates + m.stats().late_events >= 1);
+}
+
+#[test]
+fn a_reused_namespace_id_starts_a_new_story() {
+    let mut m = model();
+    let mut host = host_with_container();
+    host.mounts[2].shared = None;
+    m.apply(&snapshot(10 * SEC, vec![host]));
+    m.apply(&unshare(20 * SEC, &task(1234, "ntpd"), HOST, HOLDER));
+    let out = m.apply(&Input::Tick { now: 25 * SEC });
+    let first = findings(&out)[0].id.clone();
+    // The namespace died unseen (its exit was lost) and the kernel handed the
+    // same inode number to a namespace made by someone else: the old story
+    // ends, a new one starts once the new copy is past its grace period.
+    let out = m.apply(&unshare(50 * SEC, &task(4321, "nginx"), HOST, HOLDER));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved], "{out:#?}");
+    assert_eq!(f[0].id, first);
+    assert_eq!(
+        f[0].resolution.as_deref(),
+        Some("namespace id reused: the old namespace is gone")
+    );
+    let out = m.apply(&Input::Tick { now: 53 * SEC });
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Risk]);
+    assert_ne!(f[0].id, first);
+    assert_eq!(
+        f[0].holders[0].pid,
+        Some(4321),
+        "the new namespace's process, not the old one"
+    );
+    assert_eq!(f[0].holders[0].since, Some(50 * SEC));
+}
+
+#[test]
+fn failed_umount_with_ebusy_names_the_holders() {
+    let mut m = model();
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(Some(7), None)],
+    ));
+    let out = m.apply(&umount(
+        101 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        -EBUSY,
+    ));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::FailedRemoval]);
+    let call = f[0].failed_call.as_ref().unwrap();
+    assert_eq!((call.syscall, call.pid, call.errno), ("umount", 900, 16));
+    assert_eq!(f[0].holders[0].pid, Some(1234));
+}
+
+#[test]
+fn on_el7_the_consequence_is_ebusy_and_rmdir_fails() {
+    let el7 = KernelFacts::from_release("3.10.0-1160.el7.x86_64", Some(false));
+    let mut m = Model::new(ModelConfig {
+        kernel: el7,
+        ..ModelConfig::default()
+    });
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    let f = findings(&out);
+    assert_eq!(f[0].consequence.kind, ConsequenceKind::RemovalFailsEbusy);
+    assert!(f[0].consequence.text.contains("device or resource busy"));
+    m.apply(&umount(
+        101 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let rmdir = Call::Rmdir {
+        path: PathArg::new(DOCKER_PATH),
+    };
+    let out = m.apply(&syscall(
+        102 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        HOST,
+        -EBUSY,
+        rmdir.clone(),
+    ));
+    assert_eq!(kinds(&out), vec![FindingKind::FailedRemoval]);
+    // On 3.10 a successful rmdir cannot happen while the copy exists; and on
+    // a modern kernel it detaches the copy:
+    let mut m = model();
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    m.apply(&umount(
+        101 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let out = m.apply(&syscall(
+        102 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        HOST,
+        0,
+        rmdir,
+    ));
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
+    assert_eq!(
+        findings(&out)[0].resolution.as_deref(),
+        Some("mountpoint removed")
+    );
+}
+
+#[test]
+fn a_container_namespace_holding_its_own_rootfs_is_not_a_holder() {
+    let mut m = model();
+    let mut own = mount(90, OVERLAY_DEV, "/", "overlay", None, None);
+    own.parent_id = 90;
+    let container_ns = ns(
+        OTHER,
+        vec![own],
+        vec![process(
+            3000,
+            "nginx",
+            5 * SEC,
+            "/system.slice/docker-abc.scope",
+        )],
+    );
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), container_ns],
+    ));
+    assert!(findings(&out).is_empty(), "{out:#?}");
+}
+
+#[test]
+fn a_process_less_namespace_gets_the_nsfs_remedy() {
+    let mut m = model();
+    let mut pinned = holder_with(None, None);
+    pinned.members.clear();
+    pinned.source = TableSource::Statmount;
+    pinned.nsfs_mounts = vec![NsfsMount {
+        in_ns: HOST,
+        path: "/run/netns-like/mnt".into(),
+    }];
+    let out = m.apply(&snapshot(100 * SEC, vec![host_with_container(), pinned]));
+    let f = findings(&out);
+    assert_eq!(f[0].holders[0].pid, None);
+    assert_eq!(f[0].holders[0].since_source, "unknown");
+    assert!(
+        f[0].remedy[0].contains("nsenter --mount=/run/netns-like/mnt umount"),
+        "{:?}",
+        f[0].remedy
+    );
+    assert!(
+        f[0].summary
+            .contains("no process (kept by nsfs mount /run/netns-like/mnt)"),
+        "{}",
+        f[0].summary
+    );
+}
+
+#[test]
+fn a_user_namespace_holder_is_told_that_nsenter_umount_fails() {
+    let mut m = model();
+    let mut userns = holder_with(None, None);
+    userns.members[0].user_ns = Some(4026532999);
+    let out = m.apply(&snapshot(100 * SEC, vec![host_with_container(), userns]));
+    let f = findings(&out);
+    assert!(f[0].holders[0].user_ns_locked);
+    assert!(
+        f[0].remedy[0].contains("fails with EINVAL"),
+        "{:?}",
+        f[0].remedy
+    );
+    assert!(f[0].remedy[0].contains("systemctl restart ntpd.service"));
+}
+
+#[test]
+fn clone_into_a_new_user_namespace_makes_shared_copies_slaves() {
+    let mut m = model();
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    let call = Call::NewTask {
+        child: 555,
+        child_ns: HOLDER,
+        flags: CLONE_NEWNS | CLONE_NEWUSER,
+    };
+    m.apply(&syscall(
+        20 * SEC,
+        &task(554, "podman"),
+        HOST,
+        HOST,
+        0,
+        call,
+    ));
+    let out = m.apply(&Input::Tick { now: 30 * SEC });
+    assert!(
+        findings(&out).is_empty(),
+        "slaves receive the umount: {out:?}"
+    );
+    let out = m.apply(&umount(
+        31 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    assert!(findings(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_busy_copy_predicts_a_pinned_filesystem() {
+    let mut m = model();
+    let mut holder = holder_with(None, None);
+    holder.members[0].cwd_dev = Some(OVERLAY_DEV);
+    let out = m.apply(&snapshot(100 * SEC, vec![host_with_container(), holder]));
+    let f = findings(&out);
+    assert_eq!(f[0].consequence.kind, ConsequenceKind::FilesystemPinned);
+    assert_eq!(
+        f[0].holders[0].busy,
+        vec!["cwd of pid 1234 (ntpd) is inside".to_string()]
+    );
+}
+
+/// After the runtime removed the mountpoint, the copy is detached too, but
+/// the holder's cwd keeps the overlay alive: no mount table shows it.
+#[test]
+fn a_detached_filesystem_kept_by_a_cwd_is_a_leak_until_the_process_leaves() {
+    let mut m = model();
+    let mut holder = holder_with(None, None);
+    holder.members[0].cwd_dev = Some(OVERLAY_DEV);
+    m.apply(&snapshot(100 * SEC, vec![host_with_container(), holder]));
+    let pin = Pin {
+        dev: OVERLAY_DEV,
+        process: ntpd(),
+        ns: HOLDER,
+        how: PinKind::Cwd,
+        link: "/".into(),
+        fstype: Some("overlay".into()),
+        backing_file: None,
+    };
+    let mut s = match snapshot(
+        110 * SEC,
+        vec![
+            ns(HOST, host_base(), vec![]),
+            ns(HOLDER, host_base(), vec![ntpd()]),
+        ],
+    ) {
+        Input::Snapshot(s) => s,
+        _ => unreachable!(),
+    };
+    s.pins = vec![pin];
+    let out = m.apply(&Input::Snapshot(s.clone()));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
+    assert_eq!(f[0].holders[0].hold, HoldKind::Cwd);
+    assert_eq!(f[0].consequence.kind, ConsequenceKind::FilesystemPinned);
+    assert!(f[0].consequence.text.contains("already detached"));
+    assert!(f[0].remedy[0].contains("/proc/1234/cwd"));
+    s.pins.clear();
+    s.taken_at = 120 * SEC;
+    let out = m.apply(&Input::Snapshot(s));
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
+}
+
+/// A scan with no history still finds an overlay that only a cwd keeps.
+#[test]
+fn a_pin_of_an_unknown_filesystem_is_reported() {
+    let mut m = model();
+    let pin = Pin {
+        dev: Dev { major: 7, minor: 3 },
+        process: ntpd(),
+        ns: HOLDER,
+        how: PinKind::Fd(9),
+        link: "/data/file".into(),
+        fstype: Some("ext4".into()),
+        backing_file: Some("/var/lib/images/vol.img".into()),
+    };
+    let Input::Snapshot(mut s) = snapshot(100 * SEC, vec![ns(HOST, host_base(), vec![])]) else {
+        unreachable!()
+    };
+    s.pins = vec![pin];
+    let out = m.apply(&Input::Snapshot(s));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Leak]);
+    assert_eq!(f[0].mount.dev.as_deref(), Some("7:3"));
+    assert!(f[0].consequence.text.contains("block device"));
+}
+
+#[test]
+fn odd_paths_reach_the_remedy_exactly() {
+    let mut m = model();
+    let odd = "/var/lib/docker/overlay2/a b\n\u{e9}/merged";
+    let mut host = host_base();
+    host.push(mount(40, OVERLAY_DEV, odd, "overlay", Some(7), None));
+    let mut holder = host_base();
+    holder.push(mount(41, OVERLAY_DEV, odd, "overlay", None, None));
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![ns(HOST, host, vec![]), ns(HOLDER, holder, vec![ntpd()])],
+    ));
+    let f = findings(&out);
+    assert_eq!(f[0].mount.path.as_bytes(), odd.as_bytes());
+    assert!(
+        f[0].remedy[0].contains(r"$'/var/lib/docker/overlay2/a b\n"),
+        "{:?}",
+        f[0].remedy
+    );
+}
+
+#[test]
+fn a_mount_made_by_an_event_under_a_shared_tree_is_shared() {
+    let mut m = model();
+    m.apply(&snapshot(
+        10 * SEC,
+        vec![ns(
+            HOST,
+            host_base(),
+            vec![process(900, "dockerd", SEC, "/")],
+        )],
+    ));
+    let out = m.apply(&mount_call(
+        11 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        "overlay",
+    ));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Rescan {
+            reason: "container filesystem mounted",
+            ..
+        }
+    )));
+    m.apply(&unshare(20 * SEC, &task(1234, "ntpd"), HOST, HOLDER));
+    m.apply(&make(
+        20 * SEC + MS,
+        &task(1234, "ntpd"),
+        HOLDER,
+        "/",
+        MS_REC | MS_SLAVE,
+    ));
+    let out = m.apply(&Input::Tick { now: 30 * SEC });
+    assert!(
+        findings(&out).is_empty(),
+        "slave of a shared mount: {out:?}"
+    );
+    let out = m.apply(&umount(
+        31 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    assert!(findings(&out).is_empty(), "{out:?}");
+}
+
+/// The unshare was read after a snapshot that already saw its namespace.
+#[test]
+fn a_creation_read_after_the_snapshot_only_adds_provenance() {
+    let mut m = model();
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    assert_eq!(findings(&out)[0].holders[0].since_source, "inferred");
+    let out = m.apply(&unshare(99 * SEC, &task(1234, "ntpd"), HOST, HOLDER));
+    assert!(findings(&out).is_empty(), "same holders, no news: {out:?}");
+    let f = m.open_findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(m.stats().late_events, 1);
+}
