@@ -4,9 +4,11 @@
 //! `cargo test` as a user passes and says why they did not run;
 //! `cargo xtask test` (what CI runs, as root) runs them all.
 
-/// Throwaway mount namespaces, overlay and loop mounts, holder processes.
-mod support;
+/// Self-tests of `support`: the lab does what the other tests assume.
+mod lab;
 /// The eBPF probes against the running kernel.
 mod probes;
 /// /proc and listmount/statmount scanning of real namespaces.
 mod procfs_scan;
+/// Throwaway mount namespaces, overlay and loop mounts, holder processes.
+mod support;
