@@ -339,6 +339,10 @@ fn kill(child: &mut Child) {
 
 /// A throwaway mount namespace with container-like trees, and the processes
 /// that copy it. See the module docs.
+///
+/// Start holders from the thread that runs the test: each lab process dies
+/// with the thread that started it (PR_SET_PDEATHSIG, so that a killed test
+/// binary leaves no namespaces behind).
 pub struct Lab {
     id: String,
     /// On the real filesystem, visible from the lab and from the test.
@@ -371,8 +375,6 @@ impl Lab {
             LAB_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let scratch = std::env::temp_dir().join(format!("mountleak-lab-{id}"));
-        fs::create_dir_all(&scratch)
-            .unwrap_or_else(|err| panic!("create {}: {err}", scratch.display()));
 
         // --propagation private: nothing the lab mounts may reach the real
         // host's mount table.
@@ -388,7 +390,10 @@ impl Lab {
             loop_devices: Vec::new(),
             _exclusive: exclusive,
         };
-        // From here on a panic drops `lab`, which kills the host process.
+        // From here on a panic drops `lab`, which kills the host process and
+        // removes the scratch directory.
+        fs::create_dir_all(&lab.scratch)
+            .unwrap_or_else(|err| panic!("create {}: {err}", lab.scratch.display()));
         for tree in TREES {
             // The directory is created on the real filesystem if missing (it
             // is the mount point); the tmpfs on it exists only in the lab.
