@@ -43,6 +43,16 @@ pub const TREES: [&str; 3] = ["/var/lib/docker", "/var/lib/kubelet", "/run/conta
 /// would show up in another lab's findings.
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
+/// Holds [`LAB_LOCK`]: for a test that makes namespaces without a [`Lab`]
+/// but must not overlap one (or must not see another test's namespaces).
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    // A test that panicked while holding the lock poisons it; its lab was
+    // still cleaned up by Drop during unwinding, so carry on.
+    LAB_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Makes lab ids unique within the process (the pid makes them unique
 /// across processes).
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -364,11 +374,7 @@ impl Lab {
     /// slave holder receives nothing.)
     pub fn new() -> Lab {
         require_root();
-        // A test that panicked while holding the lock poisons it; its lab was
-        // still cleaned up by Drop during unwinding, so carry on.
-        let exclusive = LAB_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let exclusive = exclusive();
         let id = format!(
             "{}-{}",
             std::process::id(),
