@@ -1,0 +1,842 @@
+//! The [`Scanner`]: processes grouped by mount namespace, one mount table per
+//! namespace, every living namespace, and pins, as a `Snapshot`.
+//!
+//! Works from /proc alone (RHEL/CentOS 7, Linux 3.10). Newer kernels add,
+//! each detected by errno and remembered in [`Support`]:
+//! - `NS_MNT_GET_NEXT`/`PREV` (6.12): every mount namespace, including
+//!   those no process is in (kept alive by an nsfs bind mount or an fd);
+//! - listmount/statmount with a namespace id (6.11): their mount tables.
+//!
+//! Without them, a namespace pinned by an nsfs bind mount is still found
+//! (its `mnt:[N]` shows in some table) and read with nsenter(1).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monitor_model::{
+    Dev, MountEntry, NamespaceSnapshot, NsId, NsfsMount, PathBytes, Pid, ProcessInfo, Snapshot,
+    TableSource,
+};
+
+use super::mountinfo::{self, LineError};
+use super::pins::{self, Candidate};
+use super::process::{parse_ns_link, ProcHandle};
+use super::{clock, nsenter, statmount, sys};
+
+/// Decides which processes get their cwd/root/fd devices read (costly: one
+/// stat per open fd). Gets the process's namespace and what is known of it.
+pub type DeviceFilter = Arc<dyn Fn(NsId, &ProcessInfo) -> bool + Send + Sync>;
+
+/// What a scan collects.
+#[derive(Clone)]
+pub struct ScanOptions {
+    /// exe, cgroup, uid and user namespace of every member process.
+    pub process_details: bool,
+    /// The owning user namespace of each namespace read (`NS_GET_USERNS`,
+    /// Linux 4.9).
+    pub namespace_owner: bool,
+    /// Walk every mount namespace with `NS_MNT_GET_NEXT` (Linux 6.12).
+    pub walk_namespaces: bool,
+    /// Read the tables of namespaces no process is in (statmount, or nsenter
+    /// through their nsfs mount).
+    pub processless_tables: bool,
+    /// Allow spawning nsenter(1) when statmount cannot read such a table.
+    pub nsenter_fallback: bool,
+    /// Whose devices to read; pins are looked for among them. `None`: no
+    /// device facts and no pins.
+    pub devices: Option<DeviceFilter>,
+}
+
+impl Default for ScanOptions {
+    /// Everything except device facts, which the caller scopes.
+    fn default() -> Self {
+        ScanOptions {
+            process_details: true,
+            namespace_owner: true,
+            walk_namespaces: true,
+            processless_tables: true,
+            nsenter_fallback: true,
+            devices: None,
+        }
+    }
+}
+
+impl ScanOptions {
+    /// Device facts (and pins) for every process.
+    pub fn with_all_devices(mut self) -> Self {
+        self.devices = Some(Arc::new(|_, _| true));
+        self
+    }
+
+    /// Device facts (and pins) for the processes `select` picks.
+    pub fn with_devices(
+        mut self,
+        select: impl Fn(NsId, &ProcessInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.devices = Some(Arc::new(select));
+        self
+    }
+}
+
+impl std::fmt::Debug for ScanOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanOptions")
+            .field("process_details", &self.process_details)
+            .field("namespace_owner", &self.namespace_owner)
+            .field("walk_namespaces", &self.walk_namespaces)
+            .field("processless_tables", &self.processless_tables)
+            .field("nsenter_fallback", &self.nsenter_fallback)
+            .field("devices", &self.devices.as_ref().map(|_| "filter"))
+            .finish()
+    }
+}
+
+/// Which optional kernel interfaces worked. `None`: not tried yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Support {
+    pub ns_walk: Option<bool>,
+    pub statmount: Option<bool>,
+}
+
+/// A scan that could not run at all. Anything smaller (a process exiting,
+/// an unreadable table) is counted in [`ScanStats`] instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("cannot list /proc: {0}")]
+    ListProc(#[source] io::Error),
+}
+
+/// How one mount table was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableRead {
+    /// `/proc/PID/mountinfo` of a member.
+    Mountinfo { ns: NsId, pid: Pid },
+    /// listmount/statmount by namespace id.
+    Statmount { ns: NsId },
+    /// nsenter(1) through an nsfs mount.
+    Nsenter { ns: NsId, path: PathBuf },
+}
+
+/// What happened during a scan, beyond the snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct ScanStats {
+    pub duration: Duration,
+    /// User processes grouped into namespaces.
+    pub processes: usize,
+    pub kernel_threads: usize,
+    /// Processes that exited mid-scan (normal).
+    pub vanished: usize,
+    /// Processes we may not look at (e.g. `/proc/1/ns` is EACCES here).
+    pub inaccessible: usize,
+    /// Every table read, in order. Each namespace appears at most once.
+    pub tables: Vec<TableRead>,
+    /// Malformed mountinfo lines, skipped.
+    pub malformed_lines: usize,
+    /// The first few of them, for the log.
+    pub line_errors: Vec<(NsId, LineError)>,
+    /// Namespaces whose table was wanted but could not be read, and why.
+    pub unread: Vec<(NsId, String)>,
+    /// False when `alive` may miss namespaces held only by an fd or by a
+    /// thread (no `NS_MNT_GET_NEXT` walk on this kernel).
+    pub alive_complete: bool,
+    /// False when pins were not looked for, or some table was unread (so a
+    /// device may be "unshown" only because we could not see its table).
+    /// Becomes `Snapshot::pins_scanned`.
+    pub pins_complete: bool,
+    pub support: Support,
+}
+
+/// A snapshot and how it was made.
+#[derive(Clone, Debug)]
+pub struct ScanOutput {
+    pub snapshot: Snapshot,
+    pub stats: ScanStats,
+}
+
+const MAX_LINE_ERRORS: usize = 32;
+/// Spare members remembered per namespace (see `Group::spare`).
+const MAX_SPARE: usize = 4;
+
+/// Builds snapshots. Keeps only what it learned about the kernel between
+/// scans; every scan reads everything afresh.
+#[derive(Debug)]
+pub struct Scanner {
+    ticks_per_second: u64,
+    support: Support,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One namespace being assembled.
+#[derive(Default)]
+struct Group {
+    /// A process of it was visited to the end.
+    seen: bool,
+    members: Vec<ProcessInfo>,
+    table: Option<(Vec<MountEntry>, TableSource)>,
+    /// The pid whose table we have (to reach nsfs mounts it shows).
+    reader: Option<Pid>,
+    /// Members whose root is not the namespace root (chroot): their
+    /// mountinfo hides mounts outside it. Read only if nobody else can.
+    chrooted: Vec<(Pid, u64)>,
+    /// A few members of a namespace whose table was not wanted, by pid and
+    /// start time, in case it is needed after all (finding nsfs mounts).
+    spare: Vec<(Pid, u64)>,
+    user_ns: Option<u64>,
+    /// Known from the walk: the 64-bit id statmount takes.
+    mnt_ns_id: Option<u64>,
+}
+
+impl Scanner {
+    pub fn new() -> Self {
+        Self::with_support(Support::default())
+    }
+
+    /// A scanner that takes `support` as already known: `Some(false)` keeps
+    /// it off an interface (a kernel known to misbehave, or a test of the
+    /// old-kernel path).
+    pub fn with_support(support: Support) -> Self {
+        Scanner {
+            ticks_per_second: clock::ticks_per_second(),
+            support,
+        }
+    }
+
+    /// What the kernel turned out to support so far.
+    pub fn support(&self) -> Support {
+        self.support
+    }
+
+    /// Every namespace: members, mount table, nsfs mounts; plus pins if
+    /// `opts.devices` asks for them.
+    pub fn scan(&mut self, opts: &ScanOptions) -> Result<ScanOutput, ScanError> {
+        self.run(None, opts)
+    }
+
+    /// Like [`Scanner::scan`] but reads the tables (and member details) of
+    /// `targets` only. `alive` still covers every namespace. Pins, if asked
+    /// for, still need every table's devices, so those are read too (and
+    /// not returned).
+    pub fn scan_namespaces(
+        &mut self,
+        targets: &[NsId],
+        opts: &ScanOptions,
+    ) -> Result<ScanOutput, ScanError> {
+        let targets: BTreeSet<NsId> = targets.iter().copied().collect();
+        self.run(Some(&targets), opts)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(targeted = targets.is_some()))]
+    fn run(
+        &mut self,
+        targets: Option<&BTreeSet<NsId>>,
+        opts: &ScanOptions,
+    ) -> Result<ScanOutput, ScanError> {
+        let started = Instant::now();
+        let taken_at = clock::boottime_ns();
+        let self_ns = ProcHandle::myself().and_then(|me| me.mnt_ns()).ok();
+        let mut pass = Pass {
+            opts,
+            targets,
+            // Pins compare against every table, so then every table is read.
+            read_all: targets.is_none() || opts.devices.is_some(),
+            groups: BTreeMap::new(),
+            candidates: Vec::new(),
+            nsfs: BTreeMap::new(),
+            stats: ScanStats::default(),
+        };
+
+        let proc_dir = std::fs::read_dir("/proc").map_err(ScanError::ListProc)?;
+        for entry in proc_dir {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            if let Some(pid) = name.to_str().and_then(|s| s.parse::<Pid>().ok()) {
+                self.visit(&mut pass, pid);
+            }
+        }
+        // A group nobody finished visiting: all its processes exited
+        // mid-read. If the namespace lives on, the walk brings it back.
+        pass.groups.retain(|_, g| g.seen);
+        let read_all = pass.read_all;
+        let wanted = |ns: NsId| read_all || targets.is_none_or(|t| t.contains(&ns));
+        self.read_late(&mut pass, wanted);
+
+        pass.stats.alive_complete = false;
+        if opts.walk_namespaces && self.support.ns_walk != Some(false) {
+            self.add_walked(&mut pass);
+        }
+        // Without the walk, a target no process is in can only be found by
+        // an nsfs mount in some other table: read them all, then. (With it,
+        // a target the walk did not find is dead.)
+        let unresolved = !pass.stats.alive_complete
+            && targets.is_some_and(|t| {
+                t.iter().any(|ns| {
+                    pass.groups
+                        .get(ns)
+                        .is_none_or(|g| g.members.is_empty() && g.mnt_ns_id.is_none())
+                })
+            });
+        if unresolved && opts.processless_tables {
+            self.read_late(&mut pass, |_| true);
+        }
+        pass.add_nsfs_targets();
+        if opts.processless_tables {
+            let missing: Vec<NsId> = pass
+                .groups
+                .iter()
+                .filter(|(&ns, g)| g.members.is_empty() && g.table.is_none() && pass.wants(ns))
+                .map(|(&ns, _)| ns)
+                .collect();
+            for ns in missing {
+                self.read_processless(&mut pass, ns);
+            }
+        }
+        pass.note_unread();
+
+        let mut pins = Vec::new();
+        if opts.devices.is_some() {
+            let shown: BTreeSet<Dev> = pass
+                .groups
+                .values()
+                .filter_map(|g| g.table.as_ref())
+                .flat_map(|(t, _)| t.iter().map(|m| m.dev))
+                .collect();
+            pins = pins::find(&pass.candidates, &shown);
+            // A gap makes "no table shows it" unreliable. Namespaces held
+            // only by an fd are invisible without the walk; that gap is
+            // accepted, or old kernels would never be complete.
+            pass.stats.pins_complete = pass.groups.values().all(|g| g.table.is_some());
+        }
+
+        let alive: Vec<NsId> = pass.groups.keys().copied().collect();
+        let Pass {
+            groups,
+            mut nsfs,
+            mut stats,
+            ..
+        } = pass;
+        let namespaces = groups
+            .into_iter()
+            .filter(|(ns, _)| targets.is_none_or(|t| t.contains(ns)))
+            .filter_map(|(ns, g)| {
+                let (mounts, source) = g.table?;
+                Some(NamespaceSnapshot {
+                    ns,
+                    mounts,
+                    members: g.members,
+                    nsfs_mounts: nsfs.remove(&ns).unwrap_or_default(),
+                    user_ns: g.user_ns,
+                    source,
+                })
+            })
+            .collect();
+        let snapshot = Snapshot {
+            taken_at,
+            alive: Some(alive),
+            namespaces,
+            pins,
+            pins_scanned: stats.pins_complete,
+            self_ns,
+        };
+
+        stats.duration = started.elapsed();
+        stats.support = self.support;
+        tracing::debug!(
+            processes = stats.processes,
+            namespaces = snapshot.namespaces.len(),
+            tables = stats.tables.len(),
+            vanished = stats.vanished,
+            malformed = stats.malformed_lines,
+            unread = stats.unread.len(),
+            pins = snapshot.pins.len(),
+            took_us = stats.duration.as_micros() as u64,
+            "scan done"
+        );
+        Ok(ScanOutput { snapshot, stats })
+    }
+
+    /// One /proc entry: group it, read its namespace's table if nobody has
+    /// yet, collect its devices if selected. Any failure means the process
+    /// is skipped, never that the scan fails.
+    fn visit(&self, pass: &mut Pass<'_>, pid: Pid) {
+        let gone = |stats: &mut ScanStats, err: &io::Error, what: &str| {
+            if sys::is_gone(err) {
+                stats.vanished += 1;
+            } else {
+                stats.inaccessible += 1;
+                tracing::debug!(pid, %err, what, "process not readable");
+            }
+        };
+        let handle = match ProcHandle::open(pid) {
+            Ok(h) => h,
+            Err(err) => return gone(&mut pass.stats, &err, "open"),
+        };
+        let basics = match handle.basics(self.ticks_per_second) {
+            Ok(b) => b,
+            Err(err) => return gone(&mut pass.stats, &err, "stat"),
+        };
+        if basics.kernel_thread {
+            pass.stats.kernel_threads += 1;
+            return;
+        }
+        // A zombie has no namespaces any more: ENOENT, counted as gone.
+        let ns = match handle.mnt_ns() {
+            Ok(ns) => ns,
+            Err(err) => return gone(&mut pass.stats, &err, "ns/mnt"),
+        };
+        let kept = pass.keeps(ns);
+        let wants_table = pass.wants(ns);
+        let opts = pass.opts;
+        let group = pass.groups.entry(ns).or_default();
+
+        if group.table.is_none() && wants_table {
+            // mountinfo shows mounts relative to the reader's root, so a
+            // chrooted member would hide the rest of the table.
+            match handle.readlink(c"root") {
+                Ok(root) if root == b"/" => match handle.mountinfo() {
+                    Ok(text) => {
+                        let table = parse_table(ns, &text, &mut pass.stats);
+                        group.table = Some((table, TableSource::Mountinfo));
+                        group.reader = Some(pid);
+                        // The namespace was alive when read, even if this
+                        // process exits before we are done with it.
+                        group.seen = true;
+                        pass.stats.tables.push(TableRead::Mountinfo { ns, pid });
+                        if opts.namespace_owner {
+                            group.user_ns = owner_of(&handle);
+                        }
+                    }
+                    Err(err) => return gone(&mut pass.stats, &err, "mountinfo"),
+                },
+                Ok(_) => group.chrooted.push((pid, basics.start)),
+                Err(err) => return gone(&mut pass.stats, &err, "root"),
+            }
+        } else if group.table.is_none() && group.spare.len() < MAX_SPARE {
+            group.spare.push((pid, basics.start));
+        }
+
+        if kept {
+            let mut info = ProcessInfo {
+                pid,
+                start: basics.start,
+                comm: basics.comm,
+                ..ProcessInfo::default()
+            };
+            if opts.process_details {
+                handle.fill_details(&mut info);
+            }
+            if let Some(select) = &opts.devices {
+                if select(ns, &info) {
+                    match handle.devices() {
+                        Ok(devices) => {
+                            info.cwd_dev = devices.cwd;
+                            info.root_dev = devices.root;
+                            info.fd_devs = devices.fd_devs();
+                            let candidate = Candidate {
+                                ns,
+                                info: info.clone(),
+                                devices,
+                            };
+                            pass.candidates.push(candidate);
+                        }
+                        Err(err) => return gone(&mut pass.stats, &err, "fd"),
+                    }
+                }
+            }
+            group.members.push(info);
+        }
+        group.seen = true;
+        pass.stats.processes += 1;
+    }
+
+    /// Reads the tables still missing for the namespaces `want` picks,
+    /// through members remembered during the walk over /proc: spare ones
+    /// first, chrooted ones (a partial view) last.
+    fn read_late(&self, pass: &mut Pass<'_>, want: impl Fn(NsId) -> bool) {
+        for (&ns, group) in pass.groups.iter_mut() {
+            if group.table.is_some() || !want(ns) {
+                continue;
+            }
+            let tries = group.spare.iter().map(|&m| (m, false));
+            let tries = tries.chain(group.chrooted.iter().map(|&m| (m, true)));
+            for ((pid, start), chrooted) in tries.collect::<Vec<_>>() {
+                let Ok(handle) = ProcHandle::open(pid) else {
+                    continue;
+                };
+                let same = handle
+                    .basics(self.ticks_per_second)
+                    .map(|b| b.start == start);
+                if !matches!(same, Ok(true)) {
+                    continue;
+                }
+                if !chrooted && !handle.readlink(c"root").is_ok_and(|r| r == b"/") {
+                    continue;
+                }
+                if let Ok(text) = handle.mountinfo() {
+                    if chrooted {
+                        tracing::debug!(
+                            ns,
+                            pid,
+                            "only chrooted members: table limited to their root"
+                        );
+                    }
+                    let table = parse_table(ns, &text, &mut pass.stats);
+                    group.table = Some((table, TableSource::Mountinfo));
+                    group.reader = Some(pid);
+                    pass.stats.tables.push(TableRead::Mountinfo { ns, pid });
+                    break;
+                }
+            }
+        }
+    }
+
+    fn add_walked(&mut self, pass: &mut Pass<'_>) {
+        match walk(pass.opts.namespace_owner) {
+            Ok(walked) => {
+                self.support.ns_walk = Some(true);
+                pass.stats.alive_complete = true;
+                for w in walked {
+                    let g = pass.groups.entry(w.ino).or_default();
+                    g.mnt_ns_id = Some(w.id);
+                    g.user_ns = g.user_ns.or(w.user_ns);
+                }
+            }
+            Err(err) => {
+                if sys::is_unsupported(&err) || err.raw_os_error() == Some(libc::EPERM) {
+                    self.support.ns_walk = Some(false);
+                }
+                tracing::debug!(%err, "no mount namespace walk");
+            }
+        }
+    }
+
+    fn read_processless(&mut self, pass: &mut Pass<'_>, ns: NsId) {
+        let mut last_err: Option<String> = None;
+        // Paths to the namespace file, through a process that sees the
+        // nsfs mount: the one whose table shows it first, then the others.
+        let paths: Vec<PathBuf> = pass
+            .nsfs
+            .get(&ns)
+            .into_iter()
+            .flatten()
+            .flat_map(|m| {
+                let g = pass.groups.get(&m.in_ns);
+                let reader = g.and_then(|g| g.reader);
+                let others = g.into_iter().flat_map(|g| g.members.iter().map(|p| p.pid));
+                reader
+                    .into_iter()
+                    .chain(others)
+                    .map(|pid| through_root(pid, &m.path))
+            })
+            .collect();
+
+        let mut id = pass.groups.get(&ns).and_then(|g| g.mnt_ns_id);
+        let mut owner = None;
+        if id.is_none() {
+            // Kernels with statmount but no walk (6.11): the id via the file.
+            for path in &paths {
+                match open_ns_file(path, ns) {
+                    Ok(fd) => {
+                        id = sys::mntns_id(fd.as_fd()).ok();
+                        if pass.opts.namespace_owner {
+                            owner = owner_fd(&fd);
+                        }
+                        break;
+                    }
+                    Err(err) => last_err = Some(format!("{}: {err}", path.display())),
+                }
+            }
+        }
+
+        if let Some(id) = id.filter(|_| self.support.statmount != Some(false)) {
+            match statmount::read_table(id) {
+                Ok(table) => {
+                    self.support.statmount = Some(true);
+                    pass.store(ns, table, TableSource::Statmount, owner);
+                    pass.stats.tables.push(TableRead::Statmount { ns });
+                    return;
+                }
+                // Found by the walk, died since: not alive after all.
+                Err(err) if sys::is_gone(&err) && !pass.nsfs.contains_key(&ns) => {
+                    pass.groups.remove(&ns);
+                    return;
+                }
+                Err(err) => {
+                    if sys::is_unsupported(&err) {
+                        self.support.statmount = Some(false);
+                    }
+                    last_err = Some(format!("statmount: {err}"));
+                }
+            }
+        }
+
+        if pass.opts.nsenter_fallback {
+            for path in &paths {
+                // Check it is that namespace before entering anything.
+                if let Err(err) = open_ns_file(path, ns) {
+                    last_err = Some(format!("{}: {err}", path.display()));
+                    continue;
+                }
+                match nsenter::read_mountinfo(path) {
+                    Ok(text) => {
+                        let table = parse_table(ns, &text, &mut pass.stats);
+                        pass.store(ns, table, TableSource::Mountinfo, owner);
+                        pass.stats.tables.push(TableRead::Nsenter {
+                            ns,
+                            path: path.clone(),
+                        });
+                        return;
+                    }
+                    Err(err) => last_err = Some(format!("nsenter: {err}")),
+                }
+            }
+        }
+        let why = last_err.unwrap_or_else(|| "no statmount and no nsfs mount to enter".into());
+        tracing::debug!(ns, why, "process-less namespace not read");
+        pass.stats.unread.push((ns, why));
+    }
+}
+
+/// The state of one scan in progress.
+struct Pass<'a> {
+    opts: &'a ScanOptions,
+    targets: Option<&'a BTreeSet<NsId>>,
+    read_all: bool,
+    groups: BTreeMap<NsId, Group>,
+    candidates: Vec<Candidate>,
+    /// nsfs mounts by the namespace they pin.
+    nsfs: BTreeMap<NsId, Vec<NsfsMount>>,
+    stats: ScanStats,
+}
+
+impl Pass<'_> {
+    /// Whether `ns` goes into the snapshot.
+    fn keeps(&self, ns: NsId) -> bool {
+        self.targets.is_none_or(|t| t.contains(&ns))
+    }
+
+    /// Whether `ns`'s table is read.
+    fn wants(&self, ns: NsId) -> bool {
+        self.read_all || self.keeps(ns)
+    }
+
+    fn store(&mut self, ns: NsId, table: Vec<MountEntry>, source: TableSource, owner: Option<u64>) {
+        let g = self.groups.entry(ns).or_default();
+        g.table = Some((table, source));
+        g.user_ns = g.user_ns.or(owner);
+    }
+
+    /// nsfs mounts in the tables read so far name namespaces too (alive by
+    /// definition: the mount holds them), and say where they are pinned.
+    fn add_nsfs_targets(&mut self) {
+        for (&ns, group) in &self.groups {
+            if let Some((table, _)) = &group.table {
+                for (target, mount) in nsfs_mounts(ns, table) {
+                    self.nsfs.entry(target).or_default().push(mount);
+                }
+            }
+        }
+        for &target in self.nsfs.keys() {
+            self.groups.entry(target).or_default();
+        }
+    }
+
+    fn note_unread(&mut self) {
+        for (&ns, g) in &self.groups {
+            let noted = self.stats.unread.iter().any(|(u, _)| *u == ns);
+            if g.table.is_some() || noted || !(self.read_all || self.keeps(ns)) {
+                continue;
+            }
+            let why = if !g.members.is_empty() || !g.chrooted.is_empty() {
+                "every member that could show it exited"
+            } else if !self.opts.processless_tables {
+                "process-less tables not requested"
+            } else {
+                "no process in it and no way to read it on this kernel"
+            };
+            self.stats.unread.push((ns, why.to_string()));
+        }
+    }
+}
+
+/// `/proc/PID/root/<path>`: a path as that process sees it.
+fn through_root(pid: Pid, path: &PathBytes) -> PathBuf {
+    let mut bytes = format!("/proc/{pid}/root").into_bytes();
+    bytes.extend_from_slice(path.as_bytes());
+    PathBuf::from(OsString::from_vec(bytes))
+}
+
+fn parse_table(ns: NsId, text: &[u8], stats: &mut ScanStats) -> Vec<MountEntry> {
+    let parsed = mountinfo::parse(text);
+    for err in parsed.errors.iter().cloned() {
+        stats.malformed_lines += 1;
+        tracing::warn!(ns, %err, "malformed mountinfo line skipped");
+        if stats.line_errors.len() < MAX_LINE_ERRORS {
+            stats.line_errors.push((ns, err));
+        }
+    }
+    parsed.into_entries()
+}
+
+/// `(target namespace, where)` for every nsfs mount of a mount namespace
+/// in `table` (root `mnt:[INUM]`; other namespace types are ignored).
+fn nsfs_mounts(in_ns: NsId, table: &[MountEntry]) -> Vec<(NsId, NsfsMount)> {
+    table
+        .iter()
+        .filter(|m| m.fstype == "nsfs")
+        .filter_map(|m| {
+            let target = parse_ns_link(m.root.as_bytes(), b"mnt")?;
+            Some((
+                target,
+                NsfsMount {
+                    in_ns,
+                    path: m.mount_point.clone(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Opens an nsfs file and checks it is mount namespace `ns` (an nsfs
+/// file's inode number is the namespace's).
+fn open_ns_file(path: &std::path::Path, ns: NsId) -> io::Result<std::os::fd::OwnedFd> {
+    let fd = sys::open(path, libc::O_RDONLY)?;
+    let st = sys::fstat(fd.as_fd())?;
+    if st.st_ino != ns {
+        return Err(io::Error::other(format!(
+            "inode {} is not namespace {ns}",
+            st.st_ino
+        )));
+    }
+    Ok(fd)
+}
+
+fn owner_of(handle: &ProcHandle) -> Option<u64> {
+    owner_fd(&handle.open_mnt_ns().ok()?)
+}
+
+fn owner_fd(ns: &std::os::fd::OwnedFd) -> Option<u64> {
+    let user = sys::owning_userns(ns.as_fd()).ok()?;
+    sys::fstat(user.as_fd()).ok().map(|st| st.st_ino)
+}
+
+/// A namespace found by the walk.
+struct Walked {
+    ino: NsId,
+    id: u64,
+    user_ns: Option<u64>,
+}
+
+/// Every mount namespace, by `NS_MNT_GET_NEXT`/`PREV` from our own.
+fn walk(owner: bool) -> io::Result<Vec<Walked>> {
+    // Far above any real count; guards against a kernel bug looping us.
+    const LIMIT: usize = 1 << 20;
+    let start = sys::open(std::path::Path::new("/proc/self/ns/mnt"), libc::O_RDONLY)?;
+    let describe = |fd: &std::os::fd::OwnedFd, id: u64| -> io::Result<Walked> {
+        Ok(Walked {
+            ino: sys::fstat(fd.as_fd())?.st_ino,
+            id,
+            user_ns: if owner { owner_fd(fd) } else { None },
+        })
+    };
+    let mut out = vec![describe(&start, sys::mntns_id(start.as_fd())?)?];
+    for previous in [false, true] {
+        let mut cur = start.try_clone()?;
+        for step in 0..LIMIT {
+            match sys::mntns_step(cur.as_fd(), previous) {
+                Ok((fd, info)) => {
+                    out.push(describe(&fd, info.mnt_ns_id)?);
+                    cur = fd;
+                }
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => break,
+                // Unsupported shows on the first step; later errors end
+                // this direction with what we have.
+                Err(err) if step == 0 => return Err(err),
+                Err(err) => {
+                    tracing::debug!(%err, "mount namespace walk stopped early");
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nsfs_mounts_of_mount_namespaces_only() {
+        let table = mountinfo::parse(
+            b"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+              2 1 0:4 mnt:[4026532301] /run/a\\040b rw - nsfs nsfs rw\n\
+              3 1 0:4 net:[4026532000] /run/netns/x rw - nsfs nsfs rw\n",
+        )
+        .into_entries();
+        assert_eq!(
+            nsfs_mounts(7, &table),
+            vec![(
+                4_026_532_301,
+                NsfsMount {
+                    in_ns: 7,
+                    path: PathBytes::from("/run/a b")
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn scans_this_machine_unprivileged_parts() {
+        let mut scanner = Scanner::new();
+        let out = scanner.scan(&ScanOptions::default()).unwrap();
+        let snap = &out.snapshot;
+        let me = snap.self_ns.unwrap();
+        let mine = snap.namespaces.iter().find(|n| n.ns == me).unwrap();
+        assert!(mine.members.iter().any(|p| p.pid == std::process::id()));
+        assert!(!mine.mounts.is_empty());
+        assert!(snap.alive.as_ref().unwrap().contains(&me));
+        // Each namespace read at most once.
+        let mut read: Vec<NsId> = out
+            .stats
+            .tables
+            .iter()
+            .map(|t| match t {
+                TableRead::Mountinfo { ns, .. } | TableRead::Statmount { ns } => *ns,
+                TableRead::Nsenter { ns, .. } => *ns,
+            })
+            .collect();
+        let n = read.len();
+        read.sort_unstable();
+        read.dedup();
+        assert_eq!(read.len(), n);
+        assert!(snap.taken_at > 0);
+    }
+
+    #[test]
+    fn targeted_scan_reads_only_targets() {
+        let mut scanner = Scanner::new();
+        let opts = ScanOptions {
+            walk_namespaces: false,
+            ..ScanOptions::default()
+        };
+        let me = ProcHandle::myself().unwrap().mnt_ns().unwrap();
+        let out = scanner.scan_namespaces(&[me], &opts).unwrap();
+        assert_eq!(out.snapshot.namespaces.len(), 1);
+        assert_eq!(out.snapshot.namespaces[0].ns, me);
+        assert!(out.stats.tables.len() == 1);
+        let none = scanner.scan_namespaces(&[], &opts).unwrap();
+        assert!(none.snapshot.namespaces.is_empty() && none.stats.tables.is_empty());
+        assert!(none.snapshot.alive.unwrap().contains(&me));
+    }
+}
