@@ -39,7 +39,8 @@ mod state;
 #[cfg(test)]
 mod testutil;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
 
 pub use config::{ModelConfig, Patterns, Reference};
 pub use container::ContainerHint;
@@ -49,8 +50,8 @@ pub use kernel::KernelFacts;
 pub use path::PathBytes;
 
 use state::{
-    ContainerFs, Creation, Entry, FsId, Group, Namespace, Process, Prop, SinceSource, TreeMount,
-    SYNTHETIC_GROUP_BASE,
+    ContainerFs, Creation, Entry, FsId, Group, IdMap, IdSet, Namespace, Process, Prop, SinceSource,
+    TreeMount, SYNTHETIC_GROUP_BASE,
 };
 
 /// Flag values the model names (from `<linux/mount.h>`, `<linux/sched.h>`,
@@ -72,6 +73,15 @@ pub mod flags {
     /// `move_mount(2)`: the source is the fd itself (from `fsmount`/`open_tree`).
     pub const MOVE_MOUNT_F_EMPTY_PATH: u64 = 0x4;
     pub const EBUSY: i64 = 16;
+}
+
+/// Something to re-check when a grace period ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GraceItem {
+    Fs(FsId),
+    /// Every copy in a namespace (identified with its creation time, since
+    /// namespace ids are reused).
+    Namespace(NsId, Ktime),
 }
 
 /// What the model asks of its shell, besides reporting findings.
@@ -109,29 +119,34 @@ const RECENT_CAP: usize = 4096;
 const EARLY_CAP: usize = 64;
 /// Cap on recently removed mounts kept per namespace.
 const REMOVED_CAP: usize = 64;
+/// How long removed mounts are remembered for late creation events.
+const REORDER_HORIZON_NS: u64 = 5_000_000_000;
 
 /// The leak model. Feed it [`Input`]s with [`Model::apply`]; it returns
 /// [`Output`]s.
 pub struct Model {
     cfg: ModelConfig,
-    namespaces: HashMap<NsId, Namespace>,
-    processes: HashMap<Pid, Process>,
+    namespaces: IdMap<NsId, Namespace>,
+    processes: IdMap<Pid, Process>,
     fs: BTreeMap<FsId, ContainerFs>,
-    fs_by_key: HashMap<(Dev, PathBytes), FsId>,
+    fs_by_key: IdMap<(Dev, PathBytes), FsId>,
     /// The finding open for each filesystem.
     active: BTreeMap<FsId, report::Active>,
+    /// How many open findings name each namespace as a holder.
+    named: IdMap<NsId, u32>,
     /// Filesystems whose status may have changed, with the last reason.
     dirty: BTreeMap<FsId, &'static str>,
-    /// Filesystems with a risk still inside its grace period.
-    grace_waiting: BTreeSet<FsId>,
+    /// When copies still inside their grace period may become risks: what to
+    /// re-evaluate then.
+    grace_due: BTreeMap<Ktime, Vec<GraceItem>>,
     self_ns: Option<NsId>,
     now: Ktime,
     next_fs: FsId,
     next_group: Group,
     next_finding: u64,
-    recent_keys: HashSet<(Ktime, Pid, u8)>,
+    recent_keys: IdSet<(Ktime, Pid, u8)>,
     recent_order: VecDeque<(Ktime, Pid, u8)>,
-    exited: HashMap<Pid, Ktime>,
+    exited: IdMap<Pid, Ktime>,
     exited_order: VecDeque<Pid>,
     stats: ModelStats,
 }
@@ -140,21 +155,22 @@ impl Model {
     pub fn new(cfg: ModelConfig) -> Self {
         Model {
             cfg,
-            namespaces: HashMap::new(),
-            processes: HashMap::new(),
+            namespaces: IdMap::default(),
+            processes: IdMap::default(),
             fs: BTreeMap::new(),
-            fs_by_key: HashMap::new(),
+            fs_by_key: IdMap::default(),
             active: BTreeMap::new(),
+            named: IdMap::default(),
             dirty: BTreeMap::new(),
-            grace_waiting: BTreeSet::new(),
+            grace_due: BTreeMap::new(),
             self_ns: None,
             now: 0,
             next_fs: 1,
             next_group: SYNTHETIC_GROUP_BASE,
             next_finding: 1,
-            recent_keys: HashSet::new(),
+            recent_keys: IdSet::default(),
             recent_order: VecDeque::new(),
-            exited: HashMap::new(),
+            exited: IdMap::default(),
             exited_order: VecDeque::new(),
             stats: ModelStats::default(),
         }
@@ -225,13 +241,63 @@ impl Model {
             }
             Input::Tick { now } => {
                 self.advance(*now);
-                let waiting: Vec<FsId> = self.grace_waiting.iter().copied().collect();
-                for id in waiting {
-                    self.mark(id, "grace period over");
+                let later = self.grace_due.split_off(&(self.now + 1));
+                let due = std::mem::replace(&mut self.grace_due, later);
+                for item in due.into_values().flatten() {
+                    match item {
+                        GraceItem::Fs(id) => self.mark(id, "grace period over"),
+                        GraceItem::Namespace(ns, created) => {
+                            // Gone already (a runtime's short-lived init, a
+                            // quick command): nothing to check.
+                            let Some(n) = self.namespaces.get(&ns) else {
+                                continue;
+                            };
+                            if n.creation.as_ref().map(|c| c.at) != Some(created) {
+                                continue;
+                            }
+                            let ids: Vec<FsId> = n.entries.iter().map(|e| e.fs).collect();
+                            for id in ids {
+                                self.mark(id, "grace period over");
+                            }
+                        }
+                    }
                 }
+                self.collect_garbage();
             }
         }
         self.evaluate(out);
+    }
+
+    /// Marks the filesystems whose copies in `ns_id` changed. While the
+    /// namespace is inside its grace period its copies cannot make a risk
+    /// yet, so unless the host already unmounted the filesystem (a leak needs
+    /// no grace) the evaluation waits for the grace period to end. This
+    /// keeps a node's stream of short-lived namespaces cheap.
+    fn mark_copies(&mut self, ns_id: NsId, reason: &'static str) {
+        let Some(ns) = self.namespaces.get(&ns_id) else {
+            return;
+        };
+        let created = ns.creation.as_ref().map(|c| c.at);
+        let young_until = created
+            .map(|at| at + self.cfg.risk_grace_ns)
+            .filter(|&t| t > self.now);
+        let ids: Vec<FsId> = ns.entries.iter().map(|e| e.fs).collect();
+        let mut scheduled = false;
+        for id in ids {
+            let unmounted = self.fs.get(&id).is_some_and(|f| f.unmounted_at.is_some());
+            match (young_until, created) {
+                (Some(due), Some(at)) if !unmounted => {
+                    if !scheduled {
+                        self.grace_due
+                            .entry(due)
+                            .or_default()
+                            .push(GraceItem::Namespace(ns_id, at));
+                        scheduled = true;
+                    }
+                }
+                _ => self.mark(id, reason),
+            }
+        }
     }
 
     fn advance(&mut self, t: Ktime) {
@@ -379,7 +445,7 @@ impl Model {
                 }
             }
             Call::Setns { .. } if ok && ev.ns_after != ev.ns => {
-                self.move_member(ev.task.tgid, ev.ns, ev.ns_after, ev.end);
+                self.move_member(ev.task.tgid, ev.ns, ev.ns_after, ev.end, out);
             }
             Call::Mount {
                 source,
@@ -544,18 +610,18 @@ impl Model {
             // Mounts the parent lost after this creation happened, reported
             // before it (ring-buffer reordering): they were copied; keep the
             // copies their umount would not have reached.
-            for (e, removed_at) in &p.removed {
-                let copy = Entry {
-                    prop: copy_prop(e.prop),
-                    since: Some(at),
-                    since_source: SinceSource::Observed,
-                    mount_id: None,
-                    submounts: false,
-                    ..e.clone()
-                };
-                let reached = e.prop.shared.is_some_and(|g| copy.prop.receives_from(&[g]));
-                if *removed_at > at && !reached {
-                    copies.push(copy);
+            for (e, _) in p.removed.iter().filter(|(_, t)| *t > at) {
+                let prop = copy_prop(e.prop);
+                let reached = e.prop.shared.is_some_and(|g| prop.receives_from(&[g]));
+                if !reached {
+                    copies.push(Entry {
+                        prop,
+                        since: Some(at),
+                        since_source: SinceSource::Observed,
+                        mount_id: None,
+                        submounts: false,
+                        ..e.clone()
+                    });
                 }
             }
         }
@@ -576,12 +642,9 @@ impl Model {
         });
         ns.first_seen = ns.first_seen.min(at);
         ns.entries = copies;
-        let touched: Vec<FsId> = ns.entries.iter().map(|e| e.fs).collect();
-        for id in touched {
-            self.mark(id, "namespace created");
-        }
+        self.mark_copies(child, "namespace created");
         match mover {
-            Some(pid) => self.move_member(pid, parent, child, at),
+            Some(pid) => self.move_member(pid, parent, child, at, out),
             None => self.add_member(child, first_member, &ev.task.comm, at),
         }
         self.update_watch(child, out);
@@ -623,7 +686,7 @@ impl Model {
         }
     }
 
-    fn move_member(&mut self, pid: Pid, from: NsId, to: NsId, at: Ktime) {
+    fn move_member(&mut self, pid: Pid, from: NsId, to: NsId, at: Ktime, out: &mut Vec<Output>) {
         if let Some(n) = self.namespaces.get_mut(&from) {
             n.members.remove(&pid);
         }
@@ -645,7 +708,7 @@ impl Model {
                 self.processes.insert(pid, Process { info, ns: to });
             }
         }
-        self.after_member_left(from, at);
+        self.after_member_left(from, out);
     }
 
     /// Adds a mount made by an event: a container filesystem when the target
@@ -680,7 +743,7 @@ impl Model {
                 .entries
                 .iter()
                 .rev()
-                .find(|e| e.mount_point == *src)
+                .find(|e| *e.mount_point == *src)
                 .map(|e| e.fs)
         });
         let is_container_path = self.cfg.patterns.matches(target);
@@ -716,7 +779,7 @@ impl Model {
             .or_insert_with(|| Namespace::new(ns_id, at));
         if !ns.tree.is_empty() {
             ns.tree.push(TreeMount {
-                mount_point: target.clone(),
+                mount_point: Arc::new(target.clone()),
                 prop,
             });
         }
@@ -732,7 +795,7 @@ impl Model {
             ns.entries.push(Entry {
                 fs: id,
                 mount_id: None,
-                mount_point: target.clone(),
+                mount_point: Arc::new(target.clone()),
                 prop,
                 since: Some(at),
                 since_source: SinceSource::Observed,
@@ -771,13 +834,13 @@ impl Model {
         };
         for e in ns.entries.iter_mut() {
             if let Some(p) = repath(&e.mount_point) {
-                e.mount_point = p;
+                e.mount_point = Arc::new(p);
                 touched.push(e.fs);
             }
         }
         for m in ns.tree.iter_mut() {
             if let Some(p) = repath(&m.mount_point) {
-                m.mount_point = p;
+                m.mount_point = Arc::new(p);
             }
         }
         for id in touched {
@@ -815,17 +878,17 @@ impl Model {
                 p.known = true;
             }
         };
-        let mut touched = Vec::new();
+        let mut changed = false;
         for e in ns.entries.iter_mut().filter(|e| applies(&e.mount_point)) {
             change(&mut e.prop, &mut next);
-            touched.push(e.fs);
+            changed = true;
         }
         for m in ns.tree.iter_mut().filter(|m| applies(&m.mount_point)) {
             change(&mut m.prop, &mut next);
         }
         self.next_group = next;
-        for id in touched {
-            self.mark(id, "propagation changed");
+        if changed {
+            self.mark_copies(ns_id, "propagation changed");
         }
     }
 
@@ -835,10 +898,10 @@ impl Model {
         let Some(ns) = self.namespaces.get_mut(&ns_id) else {
             return;
         };
-        if let Some(i) = ns.tree.iter().rposition(|m| m.mount_point == *path) {
+        if let Some(i) = ns.tree.iter().rposition(|m| *m.mount_point == *path) {
             ns.tree.remove(i);
         }
-        let Some(i) = ns.entries.iter().rposition(|e| e.mount_point == *path) else {
+        let Some(i) = ns.entries.iter().rposition(|e| *e.mount_point == *path) else {
             return;
         };
         let removed = ns.entries.remove(i);
@@ -860,7 +923,7 @@ impl Model {
                 let before = other.entries.len();
                 other.entries.retain(|e| {
                     let hit = e.fs == fs_id
-                        && e.mount_point == *path
+                        && *e.mount_point == *path
                         && (e.prop.shared == Some(g) || e.prop.master == Some(g));
                     if hit {
                         if let Some(s) = e.prop.shared {
@@ -914,6 +977,21 @@ impl Model {
         }
     }
 
+    /// [`Model::settle_unmounted`] for every filesystem, in one sweep.
+    fn settle_all_unmounted(&mut self, at: Ktime) {
+        let mut in_host: HashSet<FsId> = HashSet::new();
+        for n in self.namespaces.values().filter(|n| self.is_reference(n.id)) {
+            in_host.extend(n.entries.iter().map(|e| e.fs));
+        }
+        for f in self.fs.values_mut() {
+            if in_host.contains(&f.id) {
+                f.unmounted_at = None;
+            } else if f.unmounted_at.is_none() {
+                f.unmounted_at = Some(at);
+            }
+        }
+    }
+
     /// Since 3.18, removing a directory detaches every mount on it in every
     /// namespace (fs/namespace.c `__detach_mounts`).
     fn rmdir(&mut self, path: &PathBytes, at: Ktime, out: &mut Vec<Output>) {
@@ -925,13 +1003,13 @@ impl Model {
         for ns in self.namespaces.values_mut() {
             let before = ns.entries.len();
             ns.entries.retain(|e| {
-                let hit = e.mount_point == *path;
+                let hit = *e.mount_point == *path;
                 if hit {
                     touched.push(e.fs);
                 }
                 !hit
             });
-            ns.tree.retain(|m| m.mount_point != *path);
+            ns.tree.retain(|m| *m.mount_point != *path);
             if ns.entries.len() != before {
                 emptied.push(ns.id);
             }
@@ -959,7 +1037,7 @@ impl Model {
                 n.entries
                     .iter()
                     .rev()
-                    .find(|e| e.mount_point == *path)
+                    .find(|e| *e.mount_point == *path)
                     .map(|e| e.fs)
             })
             .or_else(|| self.fs.values().find(|f| f.path == *path).map(|f| f.id));
@@ -1024,7 +1102,7 @@ impl Model {
                 if let Some(n) = self.namespaces.get_mut(&ns) {
                     n.members.remove(pid);
                 }
-                if self.after_member_left(ns, ev.at) {
+                if self.after_member_left(ns, out) {
                     out.push(Output::Rescan {
                         namespaces: vec![ns],
                         full: false,
@@ -1038,30 +1116,41 @@ impl Model {
 
     /// When the last process leaves a namespace that nothing else is known
     /// to pin, the kernel frees it and its mounts. Returns whether it went.
-    fn after_member_left(&mut self, ns_id: NsId, _at: Ktime) -> bool {
+    /// When the last process leaves a namespace that nothing else is known
+    /// to pin, the kernel frees it and its mounts: forget it. Returns whether
+    /// it held container mounts (worth confirming with a rescan).
+    fn after_member_left(&mut self, ns_id: NsId, out: &mut Vec<Output>) -> bool {
         let Some(ns) = self.namespaces.get(&ns_id) else {
             return false;
         };
-        if !ns.members.is_empty() || !ns.nsfs.is_empty() || self.is_reference(ns_id) {
+        if !ns.members.is_empty()
+            || !ns.nsfs.is_empty()
+            || self.is_reference(ns_id)
+            || self.self_ns == Some(ns_id)
+        {
             return false;
         }
-        let touched: Vec<FsId> = ns.entries.iter().map(|e| e.fs).collect();
-        if let Some(ns) = self.namespaces.get_mut(&ns_id) {
-            ns.entries.clear();
-            ns.tree.clear();
-        }
-        for id in &touched {
-            self.mark(*id, "the holder exited");
-        }
-        !touched.is_empty()
+        let held = !ns.entries.is_empty();
+        self.drop_namespace(ns_id, "the holder exited", out);
+        held
     }
 
     fn drop_namespace(&mut self, id: NsId, reason: &'static str, out: &mut Vec<Output>) {
         let Some(ns) = self.namespaces.remove(&id) else {
             return;
         };
-        for e in &ns.entries {
-            self.mark(e.fs, reason);
+        // Losing a holder only matters to an open finding that names it (a
+        // copy inside its grace period is re-checked when that ends).
+        if self.named.contains_key(&id) {
+            for e in &ns.entries {
+                if self
+                    .active
+                    .get(&e.fs)
+                    .is_some_and(|a| a.key.iter().any(|k| k.0 == id))
+                {
+                    self.mark(e.fs, reason);
+                }
+            }
         }
         for pid in &ns.members {
             if self.processes.get(pid).is_some_and(|p| p.ns == id) {
@@ -1126,10 +1215,7 @@ impl Model {
                 self.drop_namespace(id, "the holder namespace is gone", out);
             }
         }
-        let fs_ids: Vec<FsId> = self.fs.keys().copied().collect();
-        for id in fs_ids {
-            self.settle_unmounted(id, s.taken_at);
-        }
+        self.settle_all_unmounted(s.taken_at);
         if s.pins_scanned {
             self.absorb_pins(&s.pins, s.taken_at);
         }
@@ -1242,7 +1328,7 @@ impl Model {
                 entries.push(Entry {
                     fs,
                     mount_id: Some(m.mount_id),
-                    mount_point: m.mount_point.clone(),
+                    mount_point: Arc::new(m.mount_point.clone()),
                     prop: Prop::kernel(m.shared, m.master),
                     since: None,
                     since_source: SinceSource::Unknown,
@@ -1254,7 +1340,7 @@ impl Model {
             nss.mounts
                 .iter()
                 .map(|m| TreeMount {
-                    mount_point: m.mount_point.clone(),
+                    mount_point: Arc::new(m.mount_point.clone()),
                     prop: Prop::kernel(m.shared, m.master),
                 })
                 .collect()
@@ -1351,22 +1437,33 @@ impl Model {
     /// Forgets filesystems nothing holds and nothing reports on, so memory
     /// stays flat however many containers come and go.
     fn collect_garbage(&mut self) {
-        let mut held: HashSet<FsId> = HashSet::new();
-        for ns in self.namespaces.values() {
-            held.extend(ns.entries.iter().map(|e| e.fs));
-            held.extend(ns.removed.iter().map(|(e, _)| e.fs));
+        // Reordering never spans more than a few ring-buffer batches.
+        let horizon = self.now.saturating_sub(REORDER_HORIZON_NS);
+        for ns in self.namespaces.values_mut() {
+            ns.removed.retain(|(_, at)| *at >= horizon);
         }
-        let drop: Vec<FsId> = self
+        // Candidates: gone from the host, nothing open, nothing pinned. A
+        // filesystem the host still mounts is never collected, so the sweep
+        // below is usually skipped.
+        let mut candidates: IdSet<FsId> = self
             .fs
             .values()
             .filter(|f| {
-                !held.contains(&f.id)
+                f.unmounted_at.is_some()
                     && f.pins.is_empty()
                     && !self.active.contains_key(&f.id)
                     && !self.dirty.contains_key(&f.id)
             })
             .map(|f| f.id)
             .collect();
+        if !candidates.is_empty() {
+            for ns in self.namespaces.values() {
+                for e in ns.entries.iter().chain(ns.removed.iter().map(|(e, _)| e)) {
+                    candidates.remove(&e.fs);
+                }
+            }
+        }
+        let drop: Vec<FsId> = candidates.into_iter().collect();
         for id in drop {
             if let Some(f) = self.fs.remove(&id) {
                 if let Some(dev) = f.dev {
@@ -1397,13 +1494,31 @@ impl Model {
 
     // ----- findings -----------------------------------------------------
 
+    /// Re-derives the status of every filesystem marked dirty, finding their
+    /// mounts in one sweep over all namespaces.
     fn evaluate(&mut self, out: &mut Vec<Output>) {
         if self.dirty.is_empty() {
             return;
         }
         let dirty = std::mem::take(&mut self.dirty);
+        let mut refs: IdMap<FsId, Vec<(NsId, usize)>> =
+            dirty.keys().map(|&id| (id, Vec::new())).collect();
+        for ns in self.namespaces.values() {
+            for (i, e) in ns.entries.iter().enumerate() {
+                if let Some(v) = refs.get_mut(&e.fs) {
+                    v.push((ns.id, i));
+                }
+            }
+        }
         for (id, reason) in dirty {
-            let status = self.status(id);
+            let (status, due) =
+                self.classify(id, refs.get(&id).map(Vec::as_slice).unwrap_or_default());
+            if let Some(due) = due {
+                self.grace_due
+                    .entry(due)
+                    .or_default()
+                    .push(GraceItem::Fs(id));
+            }
             self.transition(id, status, reason, out);
         }
     }

@@ -8,9 +8,9 @@ use crate::finding::{
     consequence, unit_from_cgroup, Consequence, ConsequenceKind, FailedCall, Finding, FindingKind,
     HoldKind, Holder, HolderProcess, MountRef, ProcessRef,
 };
-use crate::input::{NsId, Pid, PinKind, SyscallEvent};
+use crate::input::{Ktime, NsId, Pid, PinKind, SyscallEvent};
 use crate::path::PathBytes;
-use crate::state::{ContainerFs, Entry, FsId};
+use crate::state::{ContainerFs, FsId};
 use crate::{flags, Model, ModelConfig, Output};
 
 /// How many member processes a holder lists by name.
@@ -22,19 +22,24 @@ pub(crate) struct Active {
     pub id: String,
     pub kind: FindingKind,
     /// Who holds it: a change here is news; other changes are not.
-    pub key: Vec<(NsId, HoldKind, Option<Pid>)>,
+    pub key: HolderKey,
     pub last: Finding,
 }
 
-/// What holds a filesystem right now, if anything worth reporting.
+/// What holds a filesystem right now, if anything worth reporting. Entries
+/// are `(namespace, index into its entries)`, valid until the state changes.
 pub(crate) enum Status {
     /// Copies the host's umounts will not reach, while the host still mounts it.
-    Risk(Vec<(NsId, Entry)>),
+    Risk(Vec<(NsId, usize)>),
     /// Copies that outlived the host's umount.
-    Leak(Vec<(NsId, Entry)>),
+    Leak(Vec<(NsId, usize)>),
     /// No copy left anywhere, but processes keep the filesystem alive.
     Pinned,
 }
+
+/// Who holds a filesystem, for deciding whether a change is news: the
+/// namespace, how, and whether something inside keeps it busy.
+pub(crate) type HolderKey = Vec<(NsId, HoldKind, bool)>;
 
 pub(crate) struct FailedOnUnknown<'a> {
     pub path: &'a PathBytes,
@@ -43,60 +48,141 @@ pub(crate) struct FailedOnUnknown<'a> {
 }
 
 impl Model {
-    /// Classifies one filesystem from the current state.
-    pub(crate) fn status(&mut self, id: FsId) -> Option<Status> {
-        let fs = self.fs.get(&id)?;
+    /// Classifies one filesystem from its entries (every namespace's mounts
+    /// of it, found in one sweep by `evaluate`). Returns the status and,
+    /// for copies still inside their grace period, when that ends.
+    pub(crate) fn classify(
+        &self,
+        id: FsId,
+        refs: &[(NsId, usize)],
+    ) -> (Option<Status>, Option<Ktime>) {
+        let Some(fs) = self.fs.get(&id) else {
+            return (None, None);
+        };
         let mut host_present = false;
         let mut host_groups = Vec::new();
-        let mut holders: Vec<(NsId, Entry)> = Vec::new();
-        for ns in self.namespaces.values() {
-            for e in ns.entries.iter().filter(|e| e.fs == id) {
-                if self.is_reference(ns.id) {
-                    host_present = true;
-                    host_groups.extend(e.prop.shared);
-                } else if ns.root_fs == Some(id)
-                    || (fs.hint.pod_uid.is_some() && ns.pod_uid == fs.hint.pod_uid)
-                {
-                    // The container's own namespace (its rootfs at `/`, its
-                    // pod's volumes): it dies with the container.
-                } else {
-                    holders.push((ns.id, e.clone()));
-                }
-            }
-        }
-        holders.sort_by_key(|(ns, e)| (*ns, e.mount_id));
-        if host_present {
-            let risky: Vec<(NsId, Entry)> = holders
-                .into_iter()
-                .filter(|(_, e)| e.prop.known && !e.prop.receives_from(&host_groups))
-                .collect();
-            let grace = self.cfg.risk_grace_ns;
-            let now = self.now;
-            let ripe: Vec<(NsId, Entry)> = risky
-                .iter()
-                .filter(|(_, e)| e.since.is_none_or(|s| now.saturating_sub(s) >= grace))
-                .cloned()
-                .collect();
-            if ripe.len() < risky.len() {
-                self.grace_waiting.insert(id);
+        let mut holders: Vec<(NsId, usize)> = Vec::new();
+        for &(ns_id, i) in refs {
+            let Some(ns) = self.namespaces.get(&ns_id) else {
+                continue;
+            };
+            let e = &ns.entries[i];
+            if self.is_reference(ns_id) {
+                host_present = true;
+                host_groups.extend(e.prop.shared);
+            } else if ns.root_fs == Some(id)
+                || (fs.hint.pod_uid.is_some() && ns.pod_uid == fs.hint.pod_uid)
+            {
+                // The container's own namespace (its rootfs at `/`, its
+                // pod's volumes): it dies with the container.
             } else {
-                self.grace_waiting.remove(&id);
+                holders.push((ns_id, i));
             }
-            return (!ripe.is_empty()).then_some(Status::Risk(ripe));
         }
-        self.grace_waiting.remove(&id);
+        holders.sort_unstable();
+        let entry = |&(ns, i): &(NsId, usize)| &self.namespaces[&ns].entries[i];
+        if host_present {
+            let risky: Vec<(NsId, usize)> = holders
+                .into_iter()
+                .filter(|r| {
+                    let e = entry(r);
+                    e.prop.known && !e.prop.receives_from(&host_groups)
+                })
+                .collect();
+            let (grace, now) = (self.cfg.risk_grace_ns, self.now);
+            let (ripe, young): (Vec<(NsId, usize)>, Vec<(NsId, usize)>) =
+                risky.iter().partition(|r| {
+                    entry(r)
+                        .since
+                        .is_none_or(|s| now.saturating_sub(s) >= grace)
+                });
+            let due = young
+                .iter()
+                .filter_map(|r| entry(r).since)
+                .min()
+                .map(|s| s + grace);
+            return ((!ripe.is_empty()).then_some(Status::Risk(ripe)), due);
+        }
         // A copy the host's umount reaches went with it (umount propagation
         // also covers lazy umounts); only the others outlive it.
-        holders.retain(|(_, e)| !(e.prop.known && e.prop.receives_from(&fs.host_groups)));
-        if !holders.is_empty() {
+        holders.retain(|r| {
+            let e = entry(r);
+            !(e.prop.known && e.prop.receives_from(&fs.host_groups))
+        });
+        let status = if !holders.is_empty() {
             Some(Status::Leak(holders))
         } else if !fs.pins.is_empty() {
             Some(Status::Pinned)
         } else {
             None
+        };
+        (status, None)
+    }
+
+    /// Whether anything inside the copy keeps it busy: a member's cwd, root
+    /// or open file on its device, or a mount on top of it.
+    fn copy_busy(&self, fs: &ContainerFs, ns_id: NsId, i: usize) -> bool {
+        let ns = &self.namespaces[&ns_id];
+        if ns.entries[i].submounts {
+            return true;
+        }
+        let Some(dev) = fs.dev else { return false };
+        ns.members
+            .iter()
+            .filter_map(|p| self.processes.get(p))
+            .any(|p| {
+                p.info.cwd_dev == Some(dev)
+                    || p.info.root_dev == Some(dev)
+                    || p.info.fd_devs.contains(&dev)
+            })
+    }
+
+    fn status_key(&self, id: FsId, status: &Status) -> HolderKey {
+        let Some(fs) = self.fs.get(&id) else {
+            return Vec::new();
+        };
+        match status {
+            Status::Risk(refs) | Status::Leak(refs) => refs
+                .iter()
+                .map(|&(ns, i)| (ns, HoldKind::Copy, self.copy_busy(fs, ns, i)))
+                .collect(),
+            Status::Pinned => {
+                let mut key: HolderKey = fs
+                    .pins
+                    .iter()
+                    .map(|p| {
+                        let how = match p.how {
+                            PinKind::Cwd => HoldKind::Cwd,
+                            PinKind::Root => HoldKind::Root,
+                            PinKind::Fd(_) => HoldKind::Fd,
+                        };
+                        (p.ns, how, true)
+                    })
+                    .collect();
+                key.sort_by_key(|k| (k.0, k.1 as u8));
+                key.dedup();
+                key
+            }
         }
     }
 
+    /// Counts the namespaces open findings name (see `Model::named`).
+    fn name_holders(&mut self, key: &HolderKey, add: bool) {
+        for (ns, ..) in key {
+            let n = self.named.entry(*ns).or_default();
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.named.remove(ns);
+                }
+            }
+        }
+    }
+
+    /// Opens, updates or resolves the finding for one filesystem. A finding
+    /// is only rebuilt (and re-emitted) when its kind or holders changed.
     pub(crate) fn transition(
         &mut self,
         id: FsId,
@@ -111,39 +197,42 @@ impl Model {
         match (prev, status) {
             (None, None) => {}
             (prev, Some(status)) => {
-                let finding_id = match &prev {
-                    Some((id, ..)) => id.clone(),
+                let key = self.status_key(id, &status);
+                let kind = match status {
+                    Status::Risk(_) => FindingKind::Risk,
+                    _ => FindingKind::Leak,
+                };
+                if let Some((_, old_kind, old_key)) = &prev {
+                    if *old_kind == kind && *old_key == key {
+                        return;
+                    }
+                }
+                let finding_id = match prev {
+                    Some((fid, ..)) => fid,
                     None => self.take_finding_id(),
                 };
                 let Some(finding) = self.build(id, &status, finding_id.clone()) else {
                     return;
                 };
-                let key: Vec<(NsId, HoldKind, Option<Pid>)> = finding
-                    .holders
-                    .iter()
-                    .map(|h| (h.mnt_ns, h.hold, h.pid))
-                    .collect();
-                let news = match prev {
-                    Some((_, kind, old_key)) => kind != finding.kind || old_key != key,
-                    None => true,
-                };
-                if news {
-                    out.push(Output::Finding(Box::new(finding.clone())));
-                }
-                self.active.insert(
+                out.push(Output::Finding(Box::new(finding.clone())));
+                self.name_holders(&key, true);
+                if let Some(old) = self.active.insert(
                     id,
                     Active {
                         id: finding_id,
-                        kind: finding.kind,
+                        kind,
                         key,
                         last: finding,
                     },
-                );
+                ) {
+                    self.name_holders(&old.key, false);
+                }
             }
             (Some(_), None) => {
                 let Some(active) = self.active.remove(&id) else {
                     return;
                 };
+                self.name_holders(&active.key, false);
                 let mut f = active.last;
                 f.kind = FindingKind::Resolved;
                 f.at = self.now;
@@ -228,7 +317,7 @@ impl Model {
             .find_map(|n| n.user_ns)
     }
 
-    fn copy_holders(&self, fs: &ContainerFs, entries: &[(NsId, Entry)]) -> Vec<Holder> {
+    fn copy_holders(&self, fs: &ContainerFs, entries: &[(NsId, usize)]) -> Vec<Holder> {
         let host_user_ns = self.host_user_ns();
         let host_groups: Vec<u64> = self
             .namespaces
@@ -247,8 +336,9 @@ impl Model {
             .any(|n| self.is_reference(n.id) && n.entries.iter().any(|e| e.fs == fs.id));
         entries
             .iter()
-            .filter_map(|(ns_id, e)| {
-                let ns = self.namespaces.get(ns_id)?;
+            .filter_map(|&(ns_id, i)| {
+                let ns = self.namespaces.get(&ns_id)?;
+                let e = ns.entries.get(i)?;
                 // Oldest first: the namespace's first process is the one to name.
                 let mut members: Vec<&crate::state::Process> = ns
                     .members
@@ -299,9 +389,9 @@ impl Model {
                 let other_user_ns =
                     matches!((ns.user_ns, host_user_ns), (Some(a), Some(b)) if a != b);
                 Some(Holder {
-                    mnt_ns: *ns_id,
+                    mnt_ns: ns_id,
                     hold: HoldKind::Copy,
-                    mount_point: Some(e.mount_point.clone()),
+                    mount_point: Some((*e.mount_point).clone()),
                     propagation: e.prop.name(),
                     receives_host_umounts: if !e.prop.known {
                         None
@@ -398,17 +488,18 @@ impl Model {
             Some(a) => a.id.clone(),
             None => self.take_finding_id(),
         };
-        let mut entries: Vec<(NsId, Entry)> = Vec::new();
+        let mut entries: Vec<(NsId, usize)> = Vec::new();
         for ns in self.namespaces.values() {
-            if self.is_reference(ns.id) {
+            if self.is_reference(ns.id) || ns.root_fs == Some(fs_id) {
                 continue;
             }
-            for e in ns.entries.iter().filter(|e| e.fs == fs_id) {
-                if ns.root_fs != Some(fs_id) {
-                    entries.push((ns.id, e.clone()));
+            for (i, e) in ns.entries.iter().enumerate() {
+                if e.fs == fs_id {
+                    entries.push((ns.id, i));
                 }
             }
         }
+        entries.sort_unstable();
         let Some(fs) = self.fs.get(&fs_id) else {
             return failed_unknown(&self.cfg, finding_id, FailedOnUnknown { path, ev, syscall });
         };

@@ -3,6 +3,7 @@
 //! [`crate::Model`] mutates it.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::container::ContainerHint;
 use crate::input::{Dev, Ktime, NsId, NsfsMount, Pid, Pin, SyscallEvent, Task};
@@ -90,7 +91,8 @@ impl SinceSource {
 pub struct Entry {
     pub fs: FsId,
     pub mount_id: Option<u64>,
-    pub mount_point: PathBytes,
+    /// Shared: copies of a namespace's mounts repeat the same paths.
+    pub mount_point: Arc<PathBytes>,
     pub prop: Prop,
     pub since: Option<Ktime>,
     pub since_source: SinceSource,
@@ -102,7 +104,8 @@ pub struct Entry {
 /// a new mount under it inherits.
 #[derive(Clone, Debug)]
 pub struct TreeMount {
-    pub mount_point: PathBytes,
+    /// Shared: copies of a namespace's mounts repeat the same paths.
+    pub mount_point: Arc<PathBytes>,
     pub prop: Prop,
 }
 
@@ -182,7 +185,7 @@ impl Namespace {
         let parent = self
             .tree
             .iter()
-            .filter(|m| target.is_under(&m.mount_point) && m.mount_point != *target)
+            .filter(|m| target.is_under(&m.mount_point) && *m.mount_point != *target)
             .max_by_key(|m| m.mount_point.as_bytes().len());
         match parent {
             None => Prop::UNKNOWN,
@@ -226,3 +229,46 @@ pub struct Process {
     pub info: crate::input::ProcessInfo,
     pub ns: NsId,
 }
+
+/// Hashing for ids the kernel or the model hands out (pids, namespace
+/// inodes, filesystem ids): SipHash's flood resistance buys nothing for
+/// them, and lookups are the model's hot path. Mixing is splitmix64's
+/// finalizer.
+#[derive(Clone, Copy, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let mut z = (self.0 ^ n).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = z ^ (z >> 31);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+pub type IdSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<IdHasher>>;
