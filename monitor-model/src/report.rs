@@ -41,6 +41,9 @@ pub(crate) enum Status {
 /// namespace, how, and whether something inside keeps it busy.
 pub(crate) type HolderKey = Vec<(NsId, HoldKind, bool)>;
 
+/// `(namespace, index into its entries)`.
+type EntryRef = (NsId, usize);
+
 pub(crate) struct FailedOnUnknown<'a> {
     pub path: &'a PathBytes,
     pub ev: &'a SyscallEvent,
@@ -90,7 +93,7 @@ impl Model {
                 })
                 .collect();
             let (grace, now) = (self.cfg.risk_grace_ns, self.now);
-            let (ripe, young): (Vec<(NsId, usize)>, Vec<(NsId, usize)>) =
+            let (ripe, young): (Vec<EntryRef>, Vec<EntryRef>) =
                 risky.iter().partition(|r| {
                     entry(r)
                         .since
