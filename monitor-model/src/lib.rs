@@ -766,6 +766,7 @@ impl Model {
                         mounted_at: Some(at),
                         unmounted_at: None,
                         pins: Vec::new(),
+                        awaiting_pin_scan: false,
                         host_groups: Vec::new(),
                     },
                 );
@@ -1296,6 +1297,7 @@ impl Model {
                         mounted_at: None,
                         unmounted_at: if host { None } else { Some(at) },
                         pins: Vec::new(),
+                        awaiting_pin_scan: false,
                         host_groups: Vec::new(),
                     },
                 );
@@ -1403,9 +1405,12 @@ impl Model {
                 continue;
             };
             let new = f.dev.and_then(|d| by_dev.remove(&d)).unwrap_or_default();
+            let awaited = std::mem::take(&mut f.awaiting_pin_scan);
             if new != f.pins {
                 f.pins = new;
                 self.mark(id, "pins changed");
+            } else if awaited {
+                self.mark(id, "no process is inside any more");
             }
         }
         // Filesystems no mount table ever showed us (a scan with no history).
@@ -1427,6 +1432,7 @@ impl Model {
                     mounted_at: None,
                     unmounted_at: Some(at),
                     pins,
+                    awaiting_pin_scan: false,
                     host_groups: Vec::new(),
                 },
             );

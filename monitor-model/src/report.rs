@@ -93,12 +93,11 @@ impl Model {
                 })
                 .collect();
             let (grace, now) = (self.cfg.risk_grace_ns, self.now);
-            let (ripe, young): (Vec<EntryRef>, Vec<EntryRef>) =
-                risky.iter().partition(|r| {
-                    entry(r)
-                        .since
-                        .is_none_or(|s| now.saturating_sub(s) >= grace)
-                });
+            let (ripe, young): (Vec<EntryRef>, Vec<EntryRef>) = risky.iter().partition(|r| {
+                entry(r)
+                    .since
+                    .is_none_or(|s| now.saturating_sub(s) >= grace)
+            });
             let due = young
                 .iter()
                 .filter_map(|r| entry(r).since)
@@ -231,7 +230,26 @@ impl Model {
                     self.name_holders(&old.key, false);
                 }
             }
-            (Some(_), None) => {
+            (Some((_, kind, key)), None) => {
+                // A busy copy vanished (removing the mountpoint detached it):
+                // the filesystem may live on, held by a cwd or an open file
+                // that no mount table shows. Keep the finding open until a
+                // scan that looks for such pins says.
+                let busy = key.iter().any(|k| k.1 == HoldKind::Copy && k.2);
+                if let Some(f) = self.fs.get_mut(&id) {
+                    if f.awaiting_pin_scan {
+                        return;
+                    }
+                    if busy && (kind == FindingKind::Leak || f.unmounted_at.is_some()) {
+                        f.awaiting_pin_scan = true;
+                        out.push(Output::Rescan {
+                            namespaces: Vec::new(),
+                            full: true,
+                            reason: "a busy copy went away: looking for processes still inside",
+                        });
+                        return;
+                    }
+                }
                 let Some(active) = self.active.remove(&id) else {
                     return;
                 };

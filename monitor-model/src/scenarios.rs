@@ -739,3 +739,97 @@ fn a_creation_read_after_the_snapshot_only_adds_provenance() {
     assert_eq!(f.len(), 1);
     assert_eq!(m.stats().late_events, 1);
 }
+
+/// The runtime removed the mountpoint, detaching the busy copy: the
+/// finding must not resolve before a scan has looked for processes inside.
+#[test]
+fn a_busy_copy_that_vanishes_waits_for_a_pin_scan() {
+    let mut m = model();
+    let mut holder = holder_with(None, None);
+    holder.members[0].cwd_dev = Some(OVERLAY_DEV);
+    m.apply(&snapshot(100 * SEC, vec![host_with_container(), holder]));
+    m.apply(&umount(
+        101 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let rmdir = Call::Rmdir {
+        path: PathArg::new(DOCKER_PATH),
+    };
+    let out = m.apply(&syscall(
+        102 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        HOST,
+        0,
+        rmdir,
+    ));
+    assert!(findings(&out).is_empty(), "not resolved yet: {out:#?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Rescan { full: true, .. })));
+    assert_eq!(m.open_findings().len(), 1);
+    // A targeted snapshot without pins changes nothing.
+    let Input::Snapshot(mut s) = snapshot(103 * SEC, vec![ns(HOLDER, host_base(), vec![ntpd()])])
+    else {
+        unreachable!()
+    };
+    s.pins_scanned = false;
+    s.alive = None;
+    assert!(findings(&m.apply(&Input::Snapshot(s))).is_empty());
+    // The full scan finds ntpd's cwd inside the detached overlay.
+    let pin = Pin {
+        dev: OVERLAY_DEV,
+        process: ntpd(),
+        ns: HOLDER,
+        how: PinKind::Cwd,
+        link: "/".into(),
+        fstype: Some("overlay".into()),
+        backing_file: None,
+    };
+    let Input::Snapshot(mut s) = snapshot(
+        104 * SEC,
+        vec![
+            ns(HOST, host_base(), vec![]),
+            ns(HOLDER, host_base(), vec![ntpd()]),
+        ],
+    ) else {
+        unreachable!()
+    };
+    s.pins = vec![pin];
+    let out = m.apply(&Input::Snapshot(s));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Leak]);
+    assert_eq!(f[0].holders[0].hold, HoldKind::Cwd);
+    assert_eq!(f[0].consequence.kind, ConsequenceKind::FilesystemPinned);
+}
+
+#[test]
+fn an_idle_copy_that_vanishes_resolves_at_once() {
+    let mut m = model();
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    m.apply(&umount(
+        101 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let rmdir = Call::Rmdir {
+        path: PathArg::new(DOCKER_PATH),
+    };
+    let out = m.apply(&syscall(
+        102 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        HOST,
+        0,
+        rmdir,
+    ));
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
+}

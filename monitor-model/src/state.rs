@@ -217,6 +217,10 @@ pub struct ContainerFs {
     pub unmounted_at: Option<Ktime>,
     /// Processes keeping it alive after it left every mount table.
     pub pins: Vec<Pin>,
+    /// Its last copy went away while something inside kept it busy: it may
+    /// live on, detached, held by a cwd or an open file. The finding stays
+    /// open until a snapshot that looked for pins says.
+    pub awaiting_pin_scan: bool,
     /// The peer groups of its mounts in host namespaces, last seen. A copy
     /// in one of them (or a slave of one) receives the host's umount, so it
     /// cannot outlive it, even before a snapshot confirms it is gone.
