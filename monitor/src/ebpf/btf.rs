@@ -272,7 +272,7 @@ impl Btf {
             }
         };
         match found {
-            Some((bits, 0)) if bits % 8 == 0 => Ok(bits / 8),
+            Some((bits, 0)) if bits.is_multiple_of(8) => Ok(bits / 8),
             Some(_) => Err(err(true)),
             None => Err(err(false)),
         }
@@ -601,7 +601,10 @@ mod tests {
     fn parses_the_running_kernel() {
         let btf = Btf::from_sys_fs().unwrap();
         let o = kernel_offsets(&btf).unwrap();
-        assert!(o.task_nsproxy > 0 && o.task_nsproxy % 8 == 0, "{o:?}");
+        assert!(
+            o.task_nsproxy > 0 && o.task_nsproxy.is_multiple_of(8),
+            "{o:?}"
+        );
         assert_eq!(
             o.task_tgid,
             o.task_pid + 4,
