@@ -1,14 +1,32 @@
 //! mountleak: the imperative shell around `monitor_model`.
 //!
 //! # Layout
-//! - `procfs`: reads mount tables, processes and namespaces from /proc and
+//! - [`procfs`]: reads mount tables, processes and namespaces from /proc and
 //!   (where the kernel has them) listmount/statmount; builds `Snapshot`s.
-//! - `ebpf`: loads and attaches the probes, reads the ring buffer, decodes
+//! - [`ebpf`]: loads and attaches the probes, reads the ring buffer, decodes
 //!   records into model inputs, reports kernel-side losses.
-//! - `config`, `cli`, `scan`, `daemon`, `output`: the command line, the
-//!   one-shot scan, the long-running daemon, and how findings are printed.
+//! - [`config`] and [`cli`]: the TOML file and the flags over it.
+//! - [`scan`]: the one-shot scan; [`daemon`]: the long-running monitor.
+//! - [`output`]: findings as text or JSON (wall-clock times made here).
 //!
 //! The leak logic itself lives in `monitor_model`, which does no I/O.
 
+pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod ebpf;
+pub mod output;
 pub mod procfs;
+pub mod scan;
+
+use monitor_model::{KernelFacts, ModelConfig};
+
+/// The model's configuration from the file/flags and the kernel's facts.
+pub fn model_config(cfg: &config::Config, kernel: KernelFacts) -> ModelConfig {
+    ModelConfig {
+        patterns: cfg.patterns(),
+        reference: cfg.reference(),
+        kernel,
+        risk_grace_ns: u64::try_from(cfg.detect.risk_grace.as_nanos()).unwrap_or(u64::MAX),
+    }
+}

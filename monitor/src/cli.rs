@@ -1,0 +1,192 @@
+//! The command line. Every config key has a flag here; flags win over the
+//! file, the file over the embedded defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Format, HostNamespaces, ProbeSetting};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mountleak",
+    version,
+    about = "Finds container mounts held by other mount namespaces before a removal fails",
+    long_about = "mountleak finds container mounts (overlay rootfs, volumes, block devices) that were copied into \
+the private mount namespace of an unrelated process, such as a systemd unit with PrivateTmp=true, and that \
+the host's umounts no longer reach. It names the holder, its unit and namespace, says what will happen on \
+this kernel, and how to fix it.\n\nExit codes: 0 nothing leaks; 1 a leak was found (scan) ; 2 error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML). Default: /etc/mountleak/mountleak.toml if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Extra container mount pattern (glob; `*` within a component, `**` across). Repeatable.
+    #[arg(long = "pattern", global = true, value_name = "GLOB")]
+    pub patterns: Vec<String>,
+    /// Use only the patterns given, not the built-in runtime layouts.
+    #[arg(long, global = true)]
+    pub no_default_patterns: bool,
+    /// A host mount namespace (inode number from `readlink /proc/PID/ns/mnt`). Repeatable; replaces "auto".
+    #[arg(long = "host-ns", global = true, value_name = "INUM")]
+    pub host_ns: Vec<u64>,
+    /// Do not report namespaces younger than this as risks (e.g. "2s").
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub risk_grace: Option<Duration>,
+    /// Output JSON (one document for scan, JSON lines for run).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot scan from /proc (no eBPF needed; works on RHEL/CentOS 7). Exit 0: no leak; 1: leak; 2: error.
+    Scan(ScanArgs),
+    /// Run the daemon: probes + /proc reconciliation; print findings as they happen.
+    Run(RunArgs),
+    /// Print the default configuration file, with every key documented.
+    Config,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Exit 1 on risks too, not only on leaks.
+    #[arg(long)]
+    pub fail_on_risk: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run on periodic /proc reconciliation only (no eBPF). Same as --probes off.
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// Probe set: auto, syscalls, lean (no syscall tracepoints), off.
+    #[arg(long, value_enum)]
+    pub probes: Option<ProbeSetting>,
+    /// Full reconciliation interval while probes run (e.g. "30s").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rescan_interval: Option<Duration>,
+    /// Reconciliation interval without probes (e.g. "2s").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// How long to gather rescan requests before reading /proc (e.g. "20ms").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rescan_debounce: Option<Duration>,
+    /// Kernel ring buffer size in KiB (power of two).
+    #[arg(long, value_name = "KIB")]
+    pub ring_buffer_kib: Option<u32>,
+    /// Mount tracefs at /sys/kernel/tracing if missing (needed for syscall tracepoints).
+    #[arg(long)]
+    pub mount_tracefs: bool,
+    /// Stop after this long (for tests and benchmarks). Default: until SIGINT/SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub exit_after: Option<Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); e.g. 2s, 500ms"))
+}
+
+impl GlobalArgs {
+    /// Applies the global flags on top of the file's settings.
+    pub fn apply(&self, cfg: &mut Config) {
+        cfg.detect.patterns.extend(self.patterns.iter().cloned());
+        if self.no_default_patterns {
+            cfg.detect.default_patterns = false;
+        }
+        if !self.host_ns.is_empty() {
+            cfg.detect.host_namespaces = HostNamespaces::List(self.host_ns.clone());
+        }
+        if let Some(g) = self.risk_grace {
+            cfg.detect.risk_grace = g;
+        }
+        if self.json {
+            cfg.output.format = Format::Json;
+        }
+    }
+}
+
+impl RunArgs {
+    pub fn apply(&self, cfg: &mut Config) {
+        if self.no_ebpf {
+            cfg.daemon.probes = ProbeSetting::Off;
+        } else if let Some(p) = self.probes {
+            cfg.daemon.probes = p;
+        }
+        if let Some(d) = self.rescan_interval {
+            cfg.daemon.rescan_interval = d;
+        }
+        if let Some(d) = self.poll_interval {
+            cfg.daemon.poll_interval = d;
+        }
+        if let Some(d) = self.rescan_debounce {
+            cfg.daemon.rescan_debounce = d;
+        }
+        if let Some(k) = self.ring_buffer_kib {
+            cfg.daemon.ring_buffer_kib = k;
+        }
+        if self.mount_tracefs {
+            cfg.daemon.mount_tracefs = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::parse_from([
+            "mountleak",
+            "--pattern",
+            "/data/*/merged",
+            "--host-ns",
+            "7",
+            "run",
+            "--no-ebpf",
+            "--poll-interval",
+            "250ms",
+        ]);
+        let mut cfg = Config::default();
+        cli.global.apply(&mut cfg);
+        let Command::Run(run) = &cli.command else {
+            panic!()
+        };
+        run.apply(&mut cfg);
+        assert_eq!(cfg.daemon.probes, ProbeSetting::Off);
+        assert_eq!(cfg.daemon.poll_interval, Duration::from_millis(250));
+        assert_eq!(cfg.detect.host_namespaces, HostNamespaces::List(vec![7]));
+        assert!(cfg.patterns().matches(&"/data/x/merged".into()));
+    }
+
+    #[test]
+    fn a_bad_duration_is_a_clear_error() {
+        let err = Cli::try_parse_from(["mountleak", "run", "--poll-interval", "often"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("often") && err.contains("not a duration"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! The TOML configuration file and its defaults. Every key has a command-line
+//! flag too (`cli.rs` applies them on top). Unknown keys and bad values are
+//! errors that name the key and the line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use monitor_model::config::{Patterns, Reference, DEFAULT_PATTERNS, DEFAULT_RUNTIME_COMMS};
+use serde::Deserialize;
+
+/// Where `mountleak` looks when `--config` is not given. Missing is fine:
+/// the embedded defaults apply.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mountleak/mountleak.toml";
+
+/// The documented default configuration, also printed by
+/// `mountleak config --default`. Kept in sync with [`Config::default`] by a
+/// test.
+pub const DEFAULT_TOML: &str = r#"# mountleak configuration. Every key is optional; these are the defaults.
+
+[detect]
+# Extra glob patterns for container mount points (`*` stays inside one path
+# component, `**` crosses components). Added to the built-in list unless
+# default_patterns = false.
+patterns = []
+default_patterns = true
+# Which mount namespaces are "the host" (the ones whose umounts every copy
+# should receive): "auto" = mountleak's own namespace, the namespaces of
+# container runtime processes (runtime_comms) and every namespace the probes
+# saw mount a container filesystem. Or a list of namespace inode numbers
+# (`readlink /proc/PID/ns/mnt`) such as [4026531841].
+host_namespaces = "auto"
+runtime_comms = ["dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "containerd-shim-runc-v1", "kubelet", "crio", "conmon", "podman", "k3s-server", "k3s-agent"]
+# A namespace younger than this is not yet reported as a risk: runtimes make
+# short-lived namespaces that copy every mount and drop them at once.
+risk_grace = "2s"
+
+[daemon]
+# "syscalls": tracepoints on mount/umount/unshare/setns/clone/... (full
+# detail; attaching any syscall tracepoint slows every syscall on the host a
+# little, see BENCHMARKS.md). "lean": only task_newtask and process
+# fork/exit, with /proc reconciliation for the rest. "off": /proc polling
+# only (also --no-ebpf). "auto": syscalls, falling back to lean, then off.
+probes = "auto"
+# Full reconciliation from /proc even when probes run (repairs anything missed).
+rescan_interval = "30s"
+# Reconciliation period when running without probes.
+poll_interval = "2s"
+# How long to gather rescan requests before reading /proc once for all.
+rescan_debounce = "20ms"
+# Kernel ring buffer size, KiB (a power of two, at least 4 pages).
+ring_buffer_kib = 1024
+# Mount tracefs at /sys/kernel/tracing if it is not mounted (needed for
+# syscall tracepoints). Off: mountleak changes nothing on the system unless
+# asked.
+mount_tracefs = false
+
+[output]
+# "human" or "json" (JSON lines for `run`, one document for `scan`).
+format = "human"
+"#;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub detect: Detect,
+    pub daemon: Daemon,
+    pub output: Output,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detect {
+    pub patterns: Vec<String>,
+    pub default_patterns: bool,
+    pub host_namespaces: HostNamespaces,
+    pub runtime_comms: Vec<String>,
+    #[serde(with = "humantime_serde_compat")]
+    pub risk_grace: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum HostNamespaces {
+    /// Only the string "auto" is accepted (checked in `validate`).
+    Auto(String),
+    List(Vec<u64>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeSetting {
+    Auto,
+    Syscalls,
+    Lean,
+    Off,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    pub probes: ProbeSetting,
+    #[serde(with = "humantime_serde_compat")]
+    pub rescan_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub rescan_debounce: Duration,
+    pub ring_buffer_kib: u32,
+    pub mount_tracefs: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Output {
+    pub format: Format,
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        Detect {
+            patterns: Vec::new(),
+            default_patterns: true,
+            host_namespaces: HostNamespaces::Auto("auto".into()),
+            runtime_comms: DEFAULT_RUNTIME_COMMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            risk_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            probes: ProbeSetting::Auto,
+            rescan_interval: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(2),
+            rescan_debounce: Duration::from_millis(20),
+            ring_buffer_kib: 1024,
+            mount_tracefs: false,
+        }
+    }
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            format: Format::Human,
+        }
+    }
+}
+
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path`, or the default path when `None` (missing is fine then).
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default())
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::parse(&text, &path)
+    }
+
+    /// Parses TOML text. Errors carry the line, column and key (toml's
+    /// messages), e.g. `TOML parse error at line 3, column 10 … unknown field`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        if let HostNamespaces::Auto(s) = &self.detect.host_namespaces {
+            if s != "auto" {
+                return Err(invalid(
+                    "detect.host_namespaces",
+                    format!("expected \"auto\" or a list of namespace inode numbers, got {s:?}"),
+                ));
+            }
+        }
+        for p in &self.detect.patterns {
+            if !p.starts_with('/') {
+                return Err(invalid(
+                    "detect.patterns",
+                    format!("pattern {p:?} must be an absolute path glob"),
+                ));
+            }
+        }
+        let kib = self.daemon.ring_buffer_kib;
+        if kib < 16 || !kib.is_power_of_two() {
+            return Err(invalid(
+                "daemon.ring_buffer_kib",
+                format!("{kib} must be a power of two, at least 16"),
+            ));
+        }
+        if self.daemon.poll_interval.is_zero() || self.daemon.rescan_interval.is_zero() {
+            return Err(invalid(
+                "daemon.poll_interval/rescan_interval",
+                "must be greater than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model's view of the detection settings.
+    pub fn patterns(&self) -> Patterns {
+        let mut p = if self.detect.default_patterns {
+            Patterns::new(DEFAULT_PATTERNS.iter().map(|s| s.as_bytes().to_vec()))
+        } else {
+            Patterns::empty()
+        };
+        for extra in &self.detect.patterns {
+            p.push(extra.as_bytes().to_vec());
+        }
+        p
+    }
+
+    pub fn reference(&self) -> Reference {
+        match &self.detect.host_namespaces {
+            HostNamespaces::List(ids) => Reference::Namespaces(ids.clone()),
+            HostNamespaces::Auto(_) => Reference::Auto {
+                runtime_comms: self.detect.runtime_comms.clone(),
+                include_self: true,
+            },
+        }
+    }
+}
+
+/// Durations as humantime strings ("2s", "500ms", "1m 30s").
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration ({e}); write e.g. \"2s\" or \"500ms\""
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        let parsed = Config::parse(DEFAULT_TOML, Path::new("default.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn an_empty_file_is_all_defaults() {
+        assert_eq!(
+            Config::parse("", Path::new("x")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let err = Config::parse(
+            "[detect]\npatterns = []\nrisk_gracee = \"1s\"\n",
+            Path::new("/etc/m.toml"),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("risk_gracee"), "{msg}");
+        assert!(msg.contains("/etc/m.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_line() {
+        let err = Config::parse(
+            "[daemon]\n\nrescan_interval = \"soon\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 3") && err.contains("soon"), "{err}");
+        let err = Config::parse("[daemon]\nprobes = \"kprobes\"\n", Path::new("m.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("kprobes"), "{err}");
+        let err = Config::parse("[daemon]\nring_buffer_kib = 1000\n", Path::new("m.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("daemon.ring_buffer_kib"), "{err}");
+        let err = Config::parse(
+            "[detect]\nhost_namespaces = \"host\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("detect.host_namespaces"), "{err}");
+        let err = Config::parse(
+            "[detect]\npatterns = [\"relative/*\"]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("absolute"), "{err}");
+        let err = Config::parse("[detect\n", Path::new("m.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn host_namespaces_take_a_list() {
+        let cfg = Config::parse(
+            "[detect]\nhost_namespaces = [4026531841]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.reference(), Reference::Namespaces(vec![4026531841]));
+    }
+
+    #[test]
+    fn extra_patterns_add_to_the_defaults() {
+        let cfg = Config::parse(
+            "[detect]\npatterns = [\"/data/docker/overlay2/*/merged\"]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let p = cfg.patterns();
+        assert!(p.matches(&"/data/docker/overlay2/x/merged".into()));
+        assert!(p.matches(&"/var/lib/docker/overlay2/x/merged".into()));
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_but_a_missing_named_one_is_not() {
+        assert!(Config::load(Some(Path::new("/nonexistent/mountleak.toml"))).is_err());
+    }
+}

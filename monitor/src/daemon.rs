@@ -1,0 +1,423 @@
+//! `mountleak run`: probes and /proc scans feed one model task; findings go
+//! to stdout as they happen.
+//!
+//! One task owns the model (no locks). Around it: the probes' reader task
+//! (batches of decoded events), /proc scans on the blocking pool (one at a
+//! time; requests gathered for `rescan_debounce`), a one-second tick (grace
+//! periods, kernel loss counters) and the periodic full reconciliation.
+//! Shutdown is an argument, so tests and signals stop it the same way.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use monitor_model::{Input, Model, NsId, Output};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{self, Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, ProbeSetting};
+use crate::ebpf::{Counters, EbpfError, ProbeMode, ProbeOptions, Probes};
+use crate::output::Printer;
+use crate::procfs::clock::boottime_ns;
+use crate::procfs::read_kernel_facts;
+use crate::procfs::scan::{ScanError, ScanOptions, ScanOutput, Scanner};
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Scans asked for and not yet started.
+#[derive(Default)]
+struct Pending {
+    full: bool,
+    pins: bool,
+    namespaces: BTreeSet<NsId>,
+    due: Option<Instant>,
+    reasons: BTreeSet<&'static str>,
+}
+
+impl Pending {
+    fn request(
+        &mut self,
+        full: bool,
+        pins: bool,
+        namespaces: &[NsId],
+        reason: &'static str,
+        after: Duration,
+    ) {
+        self.full |= full;
+        self.pins |= pins;
+        self.namespaces.extend(namespaces.iter().copied());
+        self.reasons.insert(reason);
+        let due = Instant::now() + after;
+        self.due = Some(self.due.map_or(due, |d| d.min(due)));
+    }
+}
+
+type ScanJob = JoinHandle<(Scanner, Result<ScanOutput, ScanError>)>;
+
+struct Daemon<W: Write> {
+    cfg: Config,
+    model: Model,
+    printer: Printer<W>,
+    probes: Option<Probes>,
+    counters: Counters,
+    scanner: Option<Scanner>,
+    in_flight: Option<ScanJob>,
+    pending: Pending,
+    outputs: Vec<Output>,
+}
+
+/// Runs until `shutdown` completes. Errors only for what makes running
+/// impossible (probes explicitly requested but refused, no /proc).
+pub async fn run<W: Write>(
+    cfg: Config,
+    out: W,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let kernel = read_kernel_facts();
+    info!(kernel = %kernel.release, detaches_on_rmdir = kernel.detaches_on_rmdir(), "starting");
+    let model = Model::new(crate::model_config(&cfg, kernel.clone()));
+    let json = cfg.output.format == crate::config::Format::Json;
+    let mut printer = Printer::new(out, json);
+
+    if cfg.daemon.mount_tracefs && cfg.daemon.probes != ProbeSetting::Off {
+        mount_tracefs_if_missing();
+    }
+    let (probes, degraded) = load_probes(&cfg)?;
+    if let Some(reason) = &degraded {
+        warn!(%reason, "running without eBPF: periodic /proc reconciliation only");
+        printer.notice(
+            "degraded",
+            &format!(
+                "running without eBPF ({reason}); /proc reconciliation every {}",
+                humantime::format_duration(cfg.daemon.poll_interval)
+            ),
+            json!({"reason": reason}),
+        )?;
+    }
+
+    let mut d = Daemon {
+        cfg,
+        model,
+        printer,
+        probes,
+        counters: Counters::default(),
+        scanner: Some(Scanner::new()),
+        in_flight: None,
+        pending: Pending::default(),
+        outputs: Vec::new(),
+    };
+    let mut events = match d.probes.as_mut() {
+        Some(p) => Some(p.events().context("starting the ring-buffer reader")?),
+        None => None,
+    };
+    if let Some(p) = &d.probes {
+        d.counters = p.counters().unwrap_or_default();
+    }
+
+    // The first picture, with every process's devices (pins).
+    d.pending
+        .request(true, true, &[], "startup", Duration::ZERO);
+    d.start_scan();
+    if let Some(job) = d.in_flight.take() {
+        let (scanner, result) = job.await.context("startup scan task")?;
+        d.scanner = Some(scanner);
+        let scan = result.context("startup scan of /proc")?;
+        d.absorb_scan(scan)?;
+    }
+    let ready = json!({
+        "probes": d.probes.as_ref().map(|p| match p.mode() { ProbeMode::Syscalls => "syscalls", ProbeMode::Lean => "lean" }).unwrap_or("off"),
+        "attached": d.probes.as_ref().map(|p| p.attached().to_vec()).unwrap_or_default(),
+        "skipped": d.probes.as_ref().map(|p| p.skipped().iter().map(|s| json!({"program": s.program, "reason": s.reason})).collect::<Vec<_>>()).unwrap_or_default(),
+        "namespaces": d.model.namespace_count(),
+        "container_filesystems": d.model.container_fs_count(),
+        "kernel": kernel.release,
+    });
+    let mode = ready["probes"].as_str().unwrap_or("off").to_string();
+    d.printer.notice(
+        "ready",
+        &format!(
+            "watching ({} probes, {} namespaces, {} container filesystems)",
+            mode,
+            d.model.namespace_count(),
+            d.model.container_fs_count()
+        ),
+        ready,
+    )?;
+
+    let reconcile_every = if d.probes.is_some() {
+        d.cfg.daemon.rescan_interval
+    } else {
+        d.cfg.daemon.poll_interval
+    };
+    let mut reconcile = time::interval_at(Instant::now() + reconcile_every, reconcile_every);
+    reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_pin_scan = Instant::now();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            batch = recv(&mut events) => match batch {
+                Some(batch) => {
+                    for input in &batch {
+                        d.apply(input)?;
+                    }
+                }
+                None => {
+                    warn!("the probe reader stopped; continuing on /proc reconciliation");
+                    events = None;
+                }
+            },
+            done = wait(&mut d.in_flight) => {
+                d.in_flight = None;
+                let (scanner, result) = done.context("scan task")?;
+                d.scanner = Some(scanner);
+                match result {
+                    Ok(scan) => d.absorb_scan(scan)?,
+                    Err(e) => warn!(error = %e, "scan failed; will retry at the next reconciliation"),
+                }
+            },
+            () = sleep_until(d.pending.due), if d.in_flight.is_none() => d.start_scan(),
+            _ = tick.tick() => {
+                d.apply(&Input::Tick { now: boottime_ns() })?;
+                d.check_counters()?;
+            },
+            _ = reconcile.tick() => {
+                // Pins need every process's devices: at most every rescan_interval.
+                let pins = last_pin_scan.elapsed() >= d.cfg.daemon.rescan_interval;
+                if pins {
+                    last_pin_scan = Instant::now();
+                }
+                d.pending.request(true, pins, &[], "periodic reconciliation", Duration::ZERO);
+            },
+        }
+    }
+    if let Some(job) = d.in_flight.take() {
+        job.abort();
+    }
+    d.printer.notice("stopped", "stopped", json!({}))?;
+    info!("stopped");
+    Ok(())
+}
+
+impl<W: Write> Daemon<W> {
+    fn apply(&mut self, input: &Input) -> anyhow::Result<()> {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        outputs.clear();
+        self.model.apply_into(input, &mut outputs);
+        for o in outputs.drain(..) {
+            self.handle(o)?;
+        }
+        self.outputs = outputs;
+        Ok(())
+    }
+
+    fn handle(&mut self, output: Output) -> anyhow::Result<()> {
+        match output {
+            Output::Finding(f) => {
+                info!(id = %f.id, kind = f.kind.as_str(), path = %f.mount.path.lossy(), holders = f.holders.len(), "{}", f.summary);
+                self.printer
+                    .finding(&f)
+                    .context("writing a finding to stdout")?;
+            }
+            Output::Rescan {
+                namespaces,
+                full,
+                reason,
+            } => {
+                debug!(?namespaces, full, reason, "rescan requested");
+                let pins = full && reason != "kernel events were lost";
+                self.pending.request(
+                    full,
+                    pins,
+                    &namespaces,
+                    reason,
+                    self.cfg.daemon.rescan_debounce,
+                );
+            }
+            Output::Watch(ns) => {
+                if let Some(p) = self.probes.as_mut() {
+                    if let Err(e) = p.watch(ns) {
+                        warn!(ns, error = %e, "cannot watch namespace for forks and exits");
+                    }
+                }
+            }
+            Output::Unwatch(ns) => {
+                if let Some(p) = self.probes.as_mut() {
+                    if let Err(e) = p.unwatch(ns) {
+                        debug!(ns, error = %e, "cannot unwatch namespace");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the pending scan on the blocking pool, if any.
+    fn start_scan(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.due.is_none() {
+            return;
+        }
+        let Some(mut scanner) = self.scanner.take() else {
+            // A scan is running; keep the request for after it.
+            self.pending = pending;
+            return;
+        };
+        debug!(full = pending.full, pins = pending.pins, namespaces = ?pending.namespaces, reasons = ?pending.reasons, "scanning");
+        let targets: Vec<NsId> = pending.namespaces.into_iter().collect();
+        let full = pending.full || targets.is_empty();
+        let opts = if pending.pins {
+            ScanOptions::default().with_all_devices()
+        } else {
+            ScanOptions::default()
+        };
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let result = if full {
+                scanner.scan(&opts)
+            } else {
+                scanner.scan_namespaces(&targets, &opts)
+            };
+            (scanner, result)
+        }));
+    }
+
+    fn absorb_scan(&mut self, scan: ScanOutput) -> anyhow::Result<()> {
+        let stats = &scan.stats;
+        debug!(
+            processes = stats.processes,
+            namespaces = scan.snapshot.namespaces.len(),
+            vanished = stats.vanished,
+            took_ms = stats.duration.as_millis() as u64,
+            "scan absorbed"
+        );
+        if stats.malformed_lines > 0 {
+            warn!(count = stats.malformed_lines, first = ?stats.line_errors.first(), "skipped malformed mountinfo lines");
+        }
+        for (ns, why) in &stats.unread {
+            warn!(ns, why, "could not read a mount namespace's table");
+        }
+        self.apply(&Input::Snapshot(scan.snapshot))
+    }
+
+    /// Turns a rise in the kernel's loss counters into `Input::Lost` (the
+    /// model asks for a full rescan) and says so.
+    fn check_counters(&mut self) -> anyhow::Result<()> {
+        let Some(p) = &self.probes else { return Ok(()) };
+        let now = match p.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read the probes' counters");
+                return Ok(());
+            }
+        };
+        let before = self.counters;
+        self.counters = now;
+        let lost = now.ringbuf_full.saturating_sub(before.ringbuf_full)
+            + now.missing_entry.saturating_sub(before.missing_entry)
+            + now.decode_errors.saturating_sub(before.decode_errors);
+        if lost > 0 {
+            warn!(
+                ring_buffer_full = now.ringbuf_full - before.ringbuf_full,
+                missing_entry = now.missing_entry - before.missing_entry,
+                decode_errors = now.decode_errors - before.decode_errors,
+                "kernel events were lost; repairing state from /proc"
+            );
+            self.printer.notice(
+                "lost",
+                &format!("{lost} kernel events lost; repairing state from /proc"),
+                json!({"count": lost, "ring_buffer_full_total": now.ringbuf_full, "missing_entry_total": now.missing_entry, "decode_errors_total": now.decode_errors}),
+            )?;
+            self.apply(&Input::Lost {
+                at: boottime_ns(),
+                count: lost,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads the probes the configuration asks for. `auto` falls back to no
+/// probes with a reason; an explicit choice that fails is an error.
+fn load_probes(cfg: &Config) -> anyhow::Result<(Option<Probes>, Option<String>)> {
+    let mode = match cfg.daemon.probes {
+        ProbeSetting::Off => return Ok((None, Some("--no-ebpf / probes = \"off\"".into()))),
+        ProbeSetting::Lean => ProbeMode::Lean,
+        ProbeSetting::Syscalls | ProbeSetting::Auto => ProbeMode::Syscalls,
+    };
+    let opts = ProbeOptions {
+        mode,
+        ringbuf_bytes: cfg.daemon.ring_buffer_kib * 1024,
+        ..ProbeOptions::default()
+    };
+    match Probes::load(opts) {
+        Ok(p) => {
+            info!(mode = ?p.mode(), attached = p.attached().len(), skipped = ?p.skipped(), "probes attached");
+            Ok((Some(p), None))
+        }
+        Err(e) if cfg.daemon.probes == ProbeSetting::Auto => Ok((None, Some(describe(&e)))),
+        Err(e) => Err(anyhow::anyhow!(describe(&e)))
+            .context("loading the eBPF probes (use --no-ebpf to run on /proc alone)"),
+    }
+}
+
+fn describe(e: &EbpfError) -> String {
+    e.to_string()
+}
+
+/// Mounts tracefs when asked to (`mount_tracefs`): syscall tracepoints need it.
+fn mount_tracefs_if_missing() {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| t.lines().any(|l| l.contains(" - tracefs ")))
+        .unwrap_or(false);
+    if mounted {
+        return;
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: constant NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        info!(path = TRACEFS, "mounted tracefs (mount_tracefs = true)");
+    } else {
+        warn!(path = TRACEFS, error = %std::io::Error::last_os_error(), "could not mount tracefs");
+    }
+}
+
+async fn recv(events: &mut Option<mpsc::Receiver<Vec<Input>>>) -> Option<Vec<Input>> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait(
+    job: &mut Option<ScanJob>,
+) -> Result<(Scanner, Result<ScanOutput, ScanError>), tokio::task::JoinError> {
+    match job {
+        Some(j) => j.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(t) => time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
