@@ -4,6 +4,17 @@
 //! Run as root for a representative figure (as a user, other users'
 //! namespaces are unreadable and the walk is refused):
 //! `cargo bench -p monitor --bench scan`.
+//!
+//! Measured on the dev VM (2 cores, kernel 6.18, release build, quiet):
+//!
+//! | machine state                          | full   | +devices | minimal |
+//! |----------------------------------------|--------|----------|---------|
+//! | 87 processes (57 kernel threads), 1 ns | 1.6 ms | 3.7 ms   | 1.0 ms  |
+//! | 577 processes in 101 namespaces        | 47 ms  | 70 ms    | 23 ms   |
+//!
+//! Per process: stat 18 us, status 24 us, cgroup 16 us, readlinks ~5 us
+//! each; per namespace: reading mountinfo ~77 us for 21 lines. Parsing
+//! 1000 overlay lines takes 1.1 ms.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mountleak::procfs::{mountinfo, ScanOptions, Scanner};

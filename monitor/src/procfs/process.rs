@@ -86,6 +86,16 @@ impl ProcHandle {
     /// comm, start time and whether it is a kernel thread, from `stat`.
     pub fn basics(&self, ticks_per_second: u64) -> io::Result<Basics> {
         let bytes = self.read(c"stat")?;
+        // procfs slices around "pid (comm) state"; make sure that shape is
+        // there so a garbled file is an error, not a panic.
+        let shaped = bytes.windows(2).any(|w| w == b" (")
+            && bytes
+                .iter()
+                .rposition(|&b| b == b')')
+                .is_some_and(|i| i + 2 < bytes.len());
+        if !shaped {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         let stat = Stat::from_read(&bytes[..]).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Basics {
             comm: stat.comm,
