@@ -48,9 +48,12 @@ pub struct ScanOptions {
     pub processless_tables: bool,
     /// Allow spawning nsenter(1) when statmount cannot read such a table.
     pub nsenter_fallback: bool,
-    /// Whose devices to read; pins are looked for among them. `None`: no
-    /// device facts and no pins.
+    /// Whose devices to read. `None`: no device facts and no pins.
     pub devices: Option<DeviceFilter>,
+    /// Look for pins among the processes whose devices are read. Needs every
+    /// mount table, so a targeted scan with pins reads them all; without,
+    /// device facts stay cheap (the daemon's targeted scans).
+    pub pins: bool,
 }
 
 impl Default for ScanOptions {
@@ -63,6 +66,7 @@ impl Default for ScanOptions {
             processless_tables: true,
             nsenter_fallback: true,
             devices: None,
+            pins: false,
         }
     }
 }
@@ -71,6 +75,18 @@ impl ScanOptions {
     /// Device facts (and pins) for every process.
     pub fn with_all_devices(mut self) -> Self {
         self.devices = Some(Arc::new(|_, _| true));
+        self.pins = true;
+        self
+    }
+
+    /// Device facts (cwd, root, fd devices) for the processes `select`
+    /// picks, without looking for pins.
+    pub fn with_device_facts(
+        mut self,
+        select: impl Fn(NsId, &ProcessInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.devices = Some(Arc::new(select));
+        self.pins = false;
         self
     }
 
@@ -80,6 +96,7 @@ impl ScanOptions {
         select: impl Fn(NsId, &ProcessInfo) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.devices = Some(Arc::new(select));
+        self.pins = true;
         self
     }
 }
@@ -93,6 +110,7 @@ impl std::fmt::Debug for ScanOptions {
             .field("processless_tables", &self.processless_tables)
             .field("nsenter_fallback", &self.nsenter_fallback)
             .field("devices", &self.devices.as_ref().map(|_| "filter"))
+            .field("pins", &self.pins)
             .finish()
     }
 }
@@ -249,7 +267,7 @@ impl Scanner {
             opts,
             targets,
             // Pins compare against every table, so then every table is read.
-            read_all: targets.is_none() || opts.devices.is_some(),
+            read_all: targets.is_none() || (opts.pins && opts.devices.is_some()),
             groups: BTreeMap::new(),
             candidates: Vec::new(),
             nsfs: BTreeMap::new(),
@@ -304,7 +322,7 @@ impl Scanner {
         pass.note_unread();
 
         let mut pins = Vec::new();
-        if opts.devices.is_some() {
+        if opts.pins && opts.devices.is_some() {
             let shown: BTreeSet<Dev> = pass
                 .groups
                 .values()
@@ -442,12 +460,13 @@ impl Scanner {
                             info.cwd_dev = devices.cwd;
                             info.root_dev = devices.root;
                             info.fd_devs = devices.fd_devs();
-                            let candidate = Candidate {
-                                ns,
-                                info: info.clone(),
-                                devices,
-                            };
-                            pass.candidates.push(candidate);
+                            if opts.pins {
+                                pass.candidates.push(Candidate {
+                                    ns,
+                                    info: info.clone(),
+                                    devices,
+                                });
+                            }
                         }
                         Err(err) => return gone(&mut pass.stats, &err, "fd"),
                     }
