@@ -43,14 +43,41 @@ pub const TREES: [&str; 3] = ["/var/lib/docker", "/var/lib/kubelet", "/run/conta
 /// would show up in another lab's findings.
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
-/// Holds [`LAB_LOCK`]: for a test that makes namespaces without a [`Lab`]
-/// but must not overlap one (or must not see another test's namespaces).
-pub fn exclusive() -> MutexGuard<'static, ()> {
+/// The same exclusion across processes: other test binaries and the
+/// benchmarks (`cargo xtask bench`) take this file lock too.
+pub const LOCK_FILE: &str = "/run/mountleak-tests.lock";
+
+/// Held while a test (or benchmark) owns the machine's namespaces.
+pub struct Exclusive {
+    _thread: MutexGuard<'static, ()>,
+    _process: Option<std::fs::File>,
+}
+
+/// Holds [`LAB_LOCK`] and [`LOCK_FILE`]: for a test that makes namespaces
+/// without a [`Lab`] but must not overlap one (or must not see another
+/// test's namespaces).
+pub fn exclusive() -> Exclusive {
     // A test that panicked while holding the lock poisons it; its lab was
     // still cleaned up by Drop during unwinding, so carry on.
-    LAB_LOCK
+    let thread = LAB_LOCK
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // flock(2) is released when the file is closed, even if the process dies.
+    let process = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .ok()
+        .filter(|f| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a file descriptor we own.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) == 0 }
+        });
+    Exclusive {
+        _thread: thread,
+        _process: process,
+    }
 }
 
 /// Makes lab ids unique within the process (the pid makes them unique
@@ -363,7 +390,7 @@ pub struct Lab {
     loop_devices: Vec<PathBuf>,
     /// Declared last so it is released last, after Drop has cleaned up:
     /// the next lab must not see this one's namespaces.
-    _exclusive: MutexGuard<'static, ()>,
+    _exclusive: Exclusive,
 }
 
 impl Lab {
