@@ -19,7 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monitor_model::{Dev, NamespaceSnapshot, NsId, PathBytes, PinKind, Snapshot, TableSource};
@@ -31,7 +31,7 @@ struct Lab {
     holders: Vec<Child>,
     loops: Vec<String>,
     /// Declared last: released after Drop has cleaned up.
-    _exclusive: MutexGuard<'static, ()>,
+    _exclusive: crate::support::Exclusive,
 }
 
 impl Lab {
