@@ -72,6 +72,23 @@ fn try_task_mnt_ns(task: *const u8) -> Result<u32, i64> {
     read_kernel(mnt_ns, o.mnt_ns_inum)
 }
 
+/// A task's (tid, tgid): the kernel's `pid` and `tgid`. (0, 0), counted as a
+/// kernel read error, without offsets or when unreadable.
+#[inline(always)]
+pub fn task_ids(task: *const u8) -> (u32, u32) {
+    let o = OFFSETS.load();
+    let ids = if o.task_pid == 0 {
+        Err(0)
+    } else {
+        read_kernel::<u32>(task, o.task_pid)
+            .and_then(|tid| Ok((tid, read_kernel::<u32>(task, o.task_tgid)?)))
+    };
+    ids.unwrap_or_else(|_: i64| {
+        count(counter::KERNEL_READ);
+        (0, 0)
+    })
+}
+
 #[inline(always)]
 pub fn current_task() -> *const u8 {
     // SAFETY: a helper with no arguments.

@@ -9,7 +9,8 @@ use monitor_common::{kind, NewTaskEvent, ProcessEvent, CLONE_NEWNS};
 use super::reserve;
 use crate::maps::{watched, EXIT_HAS_GROUP_DEAD, OFFSETS};
 use crate::task::{
-    current_mnt_ns, current_task, current_tgid, fill_header, now, read_kernel, task_mnt_ns,
+    current_mnt_ns, current_task, current_tgid, fill_header, now, read_kernel, task_ids,
+    task_mnt_ns,
 };
 
 // task_newtask(struct task_struct *task, u64 clone_flags), fired in the
@@ -22,9 +23,7 @@ pub fn task_newtask(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let child: *const u8 = ctx.arg(0);
-    let o = OFFSETS.load();
-    let child_tid: u32 = read_kernel(child, o.task_pid).unwrap_or(0);
-    let child_tgid: u32 = read_kernel(child, o.task_tgid).unwrap_or(0);
+    let (child_tid, child_tgid) = task_ids(child);
     let child_ns = task_mnt_ns(child);
     let parent_ns = current_mnt_ns();
     let Some(mut entry) = reserve::<NewTaskEvent>() else {
@@ -61,14 +60,10 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let child: *const u8 = ctx.arg(1);
-    let o = OFFSETS.load();
-    let Ok(child_tgid) = read_kernel::<u32>(child, o.task_tgid) else {
-        return 0;
-    };
-    if child_tgid == current_tgid() {
+    let (child_tid, child_tgid) = task_ids(child);
+    if child_tgid == 0 || child_tgid == current_tgid() {
         return 0;
     }
-    let child_tid: u32 = read_kernel(child, o.task_pid).unwrap_or(child_tgid);
     let child_ns = task_mnt_ns(child);
     let Some(mut entry) = reserve::<ProcessEvent>() else {
         return 0;
