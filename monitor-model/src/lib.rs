@@ -1244,19 +1244,27 @@ impl Model {
         ns.runtime_here = runtime_here;
         ns.pod_uid = pod_uid;
         ns.early.clear();
+        // A scan that did not read a process's devices says nothing about
+        // them: keep what an earlier scan of the same process found (no cwd
+        // at all means "not read"; every process has one).
+        let mut known_devices: IdMap<Pid, ProcessInfo> = IdMap::default();
         for pid in old {
             if self.processes.get(&pid).is_some_and(|p| p.ns == nss.ns) {
-                self.processes.remove(&pid);
+                if let Some(p) = self.processes.remove(&pid) {
+                    known_devices.insert(pid, p.info);
+                }
             }
         }
         for p in &nss.members {
-            self.processes.insert(
-                p.pid,
-                Process {
-                    info: p.clone(),
-                    ns: nss.ns,
-                },
-            );
+            let mut info = p.clone();
+            if info.cwd_dev.is_none() && info.root_dev.is_none() {
+                if let Some(old) = known_devices.get(&p.pid).filter(|o| o.start == p.start) {
+                    info.cwd_dev = old.cwd_dev;
+                    info.root_dev = old.root_dev;
+                    info.fd_devs = old.fd_devs.clone();
+                }
+            }
+            self.processes.insert(p.pid, Process { info, ns: nss.ns });
         }
     }
 

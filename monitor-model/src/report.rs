@@ -113,7 +113,7 @@ impl Model {
         });
         let status = if !holders.is_empty() {
             Some(Status::Leak(holders))
-        } else if !fs.pins.is_empty() {
+        } else if !self.effective_pins(fs).is_empty() {
             Some(Status::Pinned)
         } else {
             None
@@ -149,8 +149,8 @@ impl Model {
                 .map(|&(ns, i)| (ns, HoldKind::Copy, self.copy_busy(fs, ns, i)))
                 .collect(),
             Status::Pinned => {
-                let mut key: HolderKey = fs
-                    .pins
+                let mut key: HolderKey = self
+                    .effective_pins(fs)
                     .iter()
                     .map(|p| {
                         let how = match p.how {
@@ -440,9 +440,45 @@ impl Model {
             .collect()
     }
 
+    /// Processes keeping a filesystem alive that no mount table shows: the
+    /// pins a full scan found, plus processes whose device facts (read by
+    /// the cheaper targeted scans) put their cwd, root or an open file on
+    /// it.
+    pub(crate) fn effective_pins(&self, fs: &ContainerFs) -> Vec<crate::input::Pin> {
+        let mut pins = fs.pins.clone();
+        let Some(dev) = fs.dev else { return pins };
+        for p in self.processes.values() {
+            let i = &p.info;
+            let how = if i.cwd_dev == Some(dev) {
+                PinKind::Cwd
+            } else if i.root_dev == Some(dev) {
+                PinKind::Root
+            } else if i.fd_devs.contains(&dev) {
+                PinKind::Fd(0)
+            } else {
+                continue;
+            };
+            if pins.iter().any(|q| q.process.pid == i.pid) {
+                continue;
+            }
+            pins.push(crate::input::Pin {
+                dev,
+                process: i.clone(),
+                ns: p.ns,
+                how,
+                link: PathBytes::default(),
+                fstype: Some(fs.fstype.clone()),
+                backing_file: None,
+            });
+        }
+        pins.sort_by_key(|p| p.process.pid);
+        pins
+    }
+
     fn pin_holders(&self, fs: &ContainerFs) -> Vec<Holder> {
+        let pins = self.effective_pins(fs);
         let mut by_pid: BTreeMap<Pid, Vec<&crate::input::Pin>> = BTreeMap::new();
-        for p in &fs.pins {
+        for p in &pins {
             by_pid.entry(p.process.pid).or_default().push(p);
         }
         by_pid

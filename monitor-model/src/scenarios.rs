@@ -625,8 +625,10 @@ fn a_detached_filesystem_kept_by_a_cwd_is_a_leak_until_the_process_leaves() {
     assert_eq!(f[0].consequence.kind, ConsequenceKind::FilesystemPinned);
     assert!(f[0].consequence.text.contains("already detached"));
     assert!(f[0].remedy[0].contains("/proc/1234/cwd"));
+    // The process left: a full scan (devices read) finds no pin.
     s.pins.clear();
     s.taken_at = 120 * SEC;
+    s.namespaces[1].members[0].cwd_dev = Some(Dev { major: 254, minor: 0 });
     let out = m.apply(&Input::Snapshot(s));
     assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
 }
@@ -740,10 +742,11 @@ fn a_creation_read_after_the_snapshot_only_adds_provenance() {
     assert_eq!(m.stats().late_events, 1);
 }
 
-/// The runtime removed the mountpoint, detaching the busy copy: the
-/// finding must not resolve before a scan has looked for processes inside.
+/// The runtime removed the mountpoint, detaching the busy copy: what the
+/// last scan read of the holder's cwd keeps the leak open, now as a pin; a
+/// scan that did not read devices does not undo it; the full scan confirms.
 #[test]
-fn a_busy_copy_that_vanishes_waits_for_a_pin_scan() {
+fn a_busy_copy_that_vanishes_becomes_a_pin() {
     let mut m = model();
     let mut holder = holder_with(None, None);
     holder.members[0].cwd_dev = Some(OVERLAY_DEV);
@@ -766,12 +769,12 @@ fn a_busy_copy_that_vanishes_waits_for_a_pin_scan() {
         0,
         rmdir,
     ));
-    assert!(findings(&out).is_empty(), "not resolved yet: {out:#?}");
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Rescan { full: true, .. })));
-    assert_eq!(m.open_findings().len(), 1);
-    // A targeted snapshot without pins changes nothing.
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
+    assert_eq!(f[0].holders[0].hold, HoldKind::Cwd);
+    assert_eq!(f[0].consequence.kind, ConsequenceKind::FilesystemPinned);
+    assert!(f[0].consequence.text.contains("already detached"));
+    // A targeted snapshot that did not read devices changes nothing.
     let Input::Snapshot(mut s) = snapshot(103 * SEC, vec![ns(HOLDER, host_base(), vec![ntpd()])])
     else {
         unreachable!()
@@ -779,7 +782,7 @@ fn a_busy_copy_that_vanishes_waits_for_a_pin_scan() {
     s.pins_scanned = false;
     s.alive = None;
     assert!(findings(&m.apply(&Input::Snapshot(s))).is_empty());
-    // The full scan finds ntpd's cwd inside the detached overlay.
+    // The full scan finds ntpd's cwd inside the detached overlay: same story.
     let pin = Pin {
         dev: OVERLAY_DEV,
         process: ntpd(),
@@ -799,11 +802,24 @@ fn a_busy_copy_that_vanishes_waits_for_a_pin_scan() {
         unreachable!()
     };
     s.pins = vec![pin];
+    assert!(findings(&m.apply(&Input::Snapshot(s))).is_empty());
+    // ntpd leaves (a scan reads its cwd elsewhere): resolved.
+    let mut moved = ntpd();
+    moved.cwd_dev = Some(Dev {
+        major: 254,
+        minor: 0,
+    });
+    let Input::Snapshot(s) = snapshot(
+        105 * SEC,
+        vec![
+            ns(HOST, host_base(), vec![]),
+            ns(HOLDER, host_base(), vec![moved]),
+        ],
+    ) else {
+        unreachable!()
+    };
     let out = m.apply(&Input::Snapshot(s));
-    let f = findings(&out);
-    assert_eq!(kinds(&out), vec![FindingKind::Leak]);
-    assert_eq!(f[0].holders[0].hold, HoldKind::Cwd);
-    assert_eq!(f[0].consequence.kind, ConsequenceKind::FilesystemPinned);
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved], "{out:#?}");
 }
 
 #[test]
@@ -832,4 +848,54 @@ fn an_idle_copy_that_vanishes_resolves_at_once() {
         rmdir,
     ));
     assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
+}
+
+/// Device facts from a targeted scan (no pin search) are enough to find a
+/// pin: the holder's cwd is on the device after its copy went away.
+#[test]
+fn device_facts_from_a_targeted_scan_reveal_the_pin() {
+    let mut m = model();
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    // ntpd cds into its copy; a targeted scan reads that.
+    let mut inside = ntpd();
+    inside.cwd_dev = Some(OVERLAY_DEV);
+    let Input::Snapshot(mut s) = snapshot(
+        100 * SEC + MS,
+        vec![ns(HOLDER, holder_with(None, None).mounts, vec![inside])],
+    ) else {
+        unreachable!()
+    };
+    s.pins_scanned = false;
+    s.alive = None;
+    let out = m.apply(&Input::Snapshot(s));
+    assert_eq!(
+        findings(&out)[0].consequence.kind,
+        ConsequenceKind::FilesystemPinned,
+        "busy copy: {out:#?}"
+    );
+    m.apply(&umount(
+        101 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let rmdir = Call::Rmdir {
+        path: PathArg::new(DOCKER_PATH),
+    };
+    let out = m.apply(&syscall(
+        102 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        HOST,
+        0,
+        rmdir,
+    ));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
+    assert_eq!(f[0].holders[0].hold, HoldKind::Cwd);
+    assert_eq!(f[0].holders[0].pid, Some(1234));
 }
