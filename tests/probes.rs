@@ -118,6 +118,8 @@ fn pipe() -> [libc::c_int; 2] {
 #[test]
 #[ignore = "needs root: loads eBPF"]
 fn syscall_probes_report_unshare_mount_and_umount() {
+    // Its namespaces must not show up in another test's scan.
+    let _exclusive = crate::support::exclusive();
     let mut probes = load(ProbeMode::Syscalls);
     assert_eq!(
         probes.mode(),
@@ -239,6 +241,8 @@ fn syscall_probes_report_unshare_mount_and_umount() {
 #[test]
 #[ignore = "needs root: loads eBPF"]
 fn clone_newns_is_reported_and_plain_fork_is_filtered() {
+    // Its namespaces must not show up in another test's scan.
+    let _exclusive = crate::support::exclusive();
     let mut probes = load(ProbeMode::Syscalls);
     let me = std::process::id();
     let host_ns = mnt_ns("self");
@@ -322,6 +326,8 @@ fn clone_newns_is_reported_and_plain_fork_is_filtered() {
 #[test]
 #[ignore = "needs root: loads eBPF"]
 fn rmdir_through_a_dfd_is_resolved_and_file_unlinks_are_filtered() {
+    // Its namespaces must not show up in another test's scan.
+    let _exclusive = crate::support::exclusive();
     let mut probes = load(ProbeMode::Syscalls);
     let me = std::process::id();
     let scratch = Scratch::new("probes-rmdir");
@@ -368,6 +374,8 @@ fn rmdir_through_a_dfd_is_resolved_and_file_unlinks_are_filtered() {
 #[test]
 #[ignore = "needs root: loads eBPF"]
 fn lean_mode_attaches_btf_programs_only_and_reports_watched_forks() {
+    // Its namespaces must not show up in another test's scan.
+    let _exclusive = crate::support::exclusive();
     let mut probes = load(ProbeMode::Lean);
     assert_eq!(probes.mode(), ProbeMode::Lean);
     let mut attached = probes.attached().to_vec();
@@ -470,6 +478,9 @@ fn syscalls_mode_degrades_to_lean_without_tracefs() {
         );
         return;
     }
+    // Its namespaces must not show up in another test's scan. (Only the
+    // outer run locks: the inner one runs while it holds the lock.)
+    let _exclusive = crate::support::exclusive();
     let exe = std::env::current_exe().unwrap();
     let unmount = "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; exec \"$0\" \"$@\"";
     let out = Command::new("unshare")
@@ -493,6 +504,8 @@ fn syscalls_mode_degrades_to_lean_without_tracefs() {
 #[test]
 #[ignore = "needs root: loads eBPF"]
 fn a_full_ring_buffer_is_counted() {
+    // Its namespaces must not show up in another test's scan.
+    let _exclusive = crate::support::exclusive();
     let options = ProbeOptions {
         mode: ProbeMode::Lean,
         ringbuf_bytes: 4096,
