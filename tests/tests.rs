@@ -6,6 +6,9 @@
 
 /// Self-tests of `support`: the lab does what the other tests assume.
 mod lab;
+/// `mountleak scan --json` on real leaks: findings, exit codes, remedies
+/// run as printed.
+mod leaks;
 /// The eBPF probes against the running kernel.
 mod probes;
 /// /proc and listmount/statmount scanning of real namespaces.

@@ -632,6 +632,164 @@ pub fn loop_backing_file(device: &Path) -> Option<String> {
         .map(|text| text.trim_end().to_owned())
 }
 
+/// Bytes a name passed to [`Lab::overlay_named`] may not hold: `/` and NUL
+/// cannot be in a file name; `,` `:` `\` and `=` have a meaning in overlay's
+/// mount options (lowerdir=A:B,upperdir=…).
+const OVERLAY_OPTION_BYTES: &[u8] = b"/\0,:\\=";
+
+impl Lab {
+    /// Like [`Lab::overlay`], for an id holding any other bytes (spaces,
+    /// tabs, newlines, bytes that are not UTF-8): the directories are made
+    /// and mounted by running `mkdir` and `mount` with the path as one
+    /// argument, so no shell ever reads it. Returns the `merged` path.
+    pub fn overlay_named(&self, id: &OsStr) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        assert!(
+            !id.is_empty()
+                && id != "."
+                && id != ".."
+                && !id
+                    .as_bytes()
+                    .iter()
+                    .any(|b| OVERLAY_OPTION_BYTES.contains(b)),
+            "overlay id {id:?} may not hold any of {OVERLAY_OPTION_BYTES:?}"
+        );
+        let base = Path::new("/var/lib/docker/overlay2").join(id);
+        let [lower, upper, work, merged] =
+            ["lower", "upper", "work", "merged"].map(|dir| base.join(dir));
+        check(
+            self.command("mkdir")
+                .arg("-p")
+                .args([&lower, &upper, &work, &merged]),
+        )
+        .unwrap_or_else(|failed| panic!("{failed}"));
+        let mut options = std::ffi::OsString::from("lowerdir=");
+        options.push(&lower);
+        options.push(",upperdir=");
+        options.push(&upper);
+        options.push(",workdir=");
+        options.push(&work);
+        check(
+            self.command("mount")
+                .args(["-t", "overlay", "overlay", "-o"])
+                .arg(options)
+                .arg(&merged),
+        )
+        .unwrap_or_else(|failed| panic!("{failed}"));
+        merged
+    }
+
+    /// A holder started from the lab's host namespace with `unshare ARGS
+    /// sleep infinity`, for holders [`Lab::holder`] cannot make (e.g. in a
+    /// new user namespace: `--user --map-root-user --mount`). `unshare_args`
+    /// must include a new mount namespace.
+    pub fn holder_unshare(&mut self, unshare_args: &[&str]) -> Holder {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={}", self.host_pid()))
+            .args(["--mount", "--", "unshare"])
+            .args(unshare_args)
+            .args(["sleep", "infinity"]);
+        let sleeper = spawn_sleeper(cmd, self.host_ns);
+        let holder = Holder {
+            pid: sleeper.child.id(),
+            ns: sleeper.ns,
+        };
+        self.holders.push(sleeper.child);
+        holder
+    }
+}
+
+/// Mount points in the mount namespace of `pid`, byte for byte: unlike
+/// [`mount_points`], this copes with mount points that are not UTF-8 (the
+/// kernel escapes only space, tab, newline and backslash).
+pub fn mount_points_exact(pid: u32) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let path = format!("/proc/{pid}/mountinfo");
+    let text = fs::read(&path).unwrap_or_else(|err| panic!("read {path}: {err}"));
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| {
+            PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo_bytes(
+                field,
+            )))
+        })
+        .collect()
+}
+
+/// Whether something is mounted at exactly `path` in the mount namespace of
+/// `pid` (any bytes; see [`mount_points_exact`]).
+pub fn has_mount_exact(pid: u32, path: &Path) -> bool {
+    mount_points_exact(pid).iter().any(|point| point == path)
+}
+
+/// [`unescape_mountinfo`] on bytes.
+fn unescape_mountinfo_bytes(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let code = (field[i] == b'\\')
+            .then(|| field.get(i + 1..i + 4))
+            .flatten()
+            .and_then(|oct| std::str::from_utf8(oct).ok())
+            .and_then(|oct| u8::from_str_radix(oct, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// What [`in_mount_ns`] exits with when `setns` fails.
+pub const SETNS_FAILED: i32 = 255;
+
+/// Runs `body` in a child process forked from this one, inside the mount
+/// namespace of `pid`, and returns the child's exit code: what `body`
+/// returned, or [`SETNS_FAILED`]. For raw syscalls whose errno matters
+/// (util-linux's `umount` prints EINVAL as "not mounted") or that must run
+/// faster than a shell can fork (a burst of mounts).
+///
+/// A child, because a threaded process cannot `setns` into a mount
+/// namespace (EINVAL: the test harness runs threads). `body` runs between
+/// fork and exec, so it may only make async-signal-safe calls: raw syscalls
+/// through `libc`, on data prepared before (no allocation, no locks, no
+/// printing). It never returns to exec: the child `_exit`s with its code.
+pub fn in_mount_ns(pid: u32, body: impl Fn() -> i32 + Send + Sync + 'static) -> i32 {
+    use std::os::fd::AsRawFd;
+    let link = format!("/proc/{pid}/ns/mnt");
+    let ns = fs::File::open(&link).unwrap_or_else(|err| panic!("open {link}: {err}"));
+    let fd = ns.as_raw_fd();
+    // The program is never executed: the child exits from pre_exec.
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdin(Stdio::null());
+    // SAFETY: the closure makes only raw syscalls (setns, prctl, _exit and
+    // whatever `body` makes, which the caller promises are
+    // async-signal-safe). `fd` stays open in the parent until the child has
+    // been reaped, and the child has its own copy of the descriptor table.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                libc::_exit(SETNS_FAILED);
+            }
+            libc::_exit(body())
+        });
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|err| panic!("fork a child into {link}: {err}"));
+    drop(ns);
+    status
+        .code()
+        .unwrap_or_else(|| panic!("the child in {link} was killed: {status}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +799,15 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d"), "/a b\tc\\d");
         assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
         assert_eq!(unescape_mountinfo(r"/odd\04"), r"/odd\04");
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded_byte_for_byte() {
+        assert_eq!(
+            unescape_mountinfo_bytes(b"/a\\040b\\011c\\012\xe9\\134d"),
+            b"/a b\tc\n\xe9\\d"
+        );
+        assert_eq!(unescape_mountinfo_bytes(b"/odd\\04"), b"/odd\\04");
+        assert_eq!(unescape_mountinfo_bytes(b"/end\\"), b"/end\\");
     }
 }
