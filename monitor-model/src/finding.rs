@@ -18,8 +18,12 @@ pub enum FindingKind {
     /// The host unmounted a container mount and a copy (or a process inside
     /// the detached filesystem) keeps it alive.
     Leak,
-    /// An umount or removal of a container mount failed with EBUSY.
+    /// An umount or removal of a container mount failed with EBUSY, or the
+    /// runtime reported a failed removal.
     FailedRemoval,
+    /// A container stopped and removing it would fail or leave something
+    /// pinned: said before the removal is attempted.
+    RemovalWarning,
     /// The last copy is gone.
     Resolved,
 }
@@ -30,6 +34,7 @@ impl FindingKind {
             FindingKind::Risk => "risk",
             FindingKind::Leak => "leak",
             FindingKind::FailedRemoval => "failed_removal",
+            FindingKind::RemovalWarning => "removal_warning",
             FindingKind::Resolved => "resolved",
         }
     }
@@ -72,8 +77,12 @@ pub struct MountRef {
     pub dev: Option<String>,
     pub fstype: String,
     pub source: PathBytes,
+    /// What the path says (inferred).
     #[serde(skip_serializing_if = "ContainerHint::is_empty")]
     pub container: ContainerHint,
+    /// The container (or pod) a runtime says it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ContainerRef>,
     /// When a probe saw it mounted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounted_at: Option<Ktime>,
@@ -187,11 +196,50 @@ pub enum ConsequenceKind {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FailedCall {
+    /// `umount`, `rmdir`, or `remove` for a runtime's own report.
     pub syscall: &'static str,
     pub pid: Pid,
     pub comm: String,
     pub errno: i64,
     pub path: PathBytes,
+    /// The runtime's error message, when it reported the failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A container as its runtime describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerRef {
+    pub runtime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::input::PodInfo>,
+    pub state: crate::input::ContainerState,
+    /// Removed by the runtime already (its filesystem outlived it).
+    pub removed: bool,
+}
+
+impl ContainerRef {
+    /// `container web (3f9a1c0e7b2d, nginx:1.25)` or
+    /// `pod shop/web-7f9c container nginx (3f9a1c0e7b2d)`.
+    pub fn label(&self) -> String {
+        let short: String = self.id.chars().take(12).collect();
+        match &self.pod {
+            Some(p) => match &p.container {
+                Some(c) => format!("pod {}/{} container {c} ({short})", p.namespace, p.name),
+                None => format!("pod {}/{}", p.namespace, p.name),
+            },
+            None => match &self.image {
+                Some(image) => format!("container {} ({short}, {image})", self.name),
+                None => format!("container {} ({short})", self.name),
+            },
+        }
+    }
 }
 
 /// The systemd unit a cgroup path belongs to: the last `.service` component,

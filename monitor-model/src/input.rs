@@ -39,6 +39,104 @@ pub enum Input {
     Lost { at: Ktime, count: u64 },
     /// Time passes; lets grace periods expire without new events.
     Tick { now: Ktime },
+    /// What a container runtime (Docker, containerd, CRI) said.
+    Container(ContainerEvent),
+}
+
+/// A container runtime's view of one container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// `docker`, `containerd` (or `cri` for containerd's `k8s.io` namespace
+    /// driven by kubelet), `inferred` when no engine said so.
+    pub runtime: String,
+    /// containerd namespace (`moby`, `k8s.io`, `default`); `None` for Docker.
+    pub namespace: Option<String>,
+    pub id: String,
+    pub name: String,
+    pub image: Option<String>,
+    pub pod: Option<PodInfo>,
+    /// Host paths that belong to it: its rootfs mount point (overlay
+    /// `merged`, containerd's task `rootfs`), its shm mount, and the host
+    /// side of its bind mounts and volumes.
+    pub mounts: Vec<PathBytes>,
+    /// Its rootfs's upper directory (device and inode): recognises its
+    /// overlay after the mount is gone from every table, when a process's
+    /// cwd still keeps it alive (overlay reports the upper dir's inode for
+    /// its root on a single-filesystem setup).
+    pub upper_dir: Option<(Dev, u64)>,
+    /// The init process, while it runs.
+    pub pid: Option<Pid>,
+    pub state: ContainerState,
+    pub started_at: Option<Ktime>,
+}
+
+/// Kubernetes identity, from CRI labels (`io.kubernetes.pod.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    /// `io.kubernetes.container.name`; `None` for the sandbox.
+    pub container: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    Created,
+    #[default]
+    Running,
+    Paused,
+    /// Exited, not yet removed: the moment to warn.
+    Stopped,
+    /// Docker's "Dead" / "Removal In Progress": a removal already failed.
+    Dead,
+}
+
+impl ContainerEvent {
+    pub fn at(&self) -> Ktime {
+        match self {
+            ContainerEvent::Seen { at, .. }
+            | ContainerEvent::Stopped { at, .. }
+            | ContainerEvent::Removed { at, .. }
+            | ContainerEvent::RemovalFailed { at, .. }
+            | ContainerEvent::Inventory { at, .. } => *at,
+        }
+    }
+}
+
+/// A lifecycle step from a runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerEvent {
+    /// What an inspect said (at start, after a restart, at resync).
+    Seen { at: Ktime, info: Box<ContainerInfo> },
+    /// Its processes are gone (Docker `die`, containerd `TaskExit`): a
+    /// removal may follow. The model warns if removing it would fail or
+    /// leave something pinned.
+    Stopped {
+        at: Ktime,
+        runtime: String,
+        id: String,
+    },
+    Removed {
+        at: Ktime,
+        runtime: String,
+        id: String,
+    },
+    /// The runtime reported a failed removal (an error, or the `Dead` state).
+    RemovalFailed {
+        at: Ktime,
+        runtime: String,
+        id: String,
+        message: String,
+    },
+    /// Every container this runtime has now (after a reconnect): the model
+    /// forgets the others.
+    Inventory {
+        at: Ktime,
+        runtime: String,
+        ids: Vec<String>,
+    },
 }
 
 /// The task that made a call, as the probe saw it.

@@ -28,6 +28,7 @@
 
 pub mod config;
 pub mod container;
+mod containers;
 pub mod finding;
 pub mod input;
 pub mod kernel;
@@ -134,6 +135,8 @@ pub struct Model {
     active: BTreeMap<FsId, report::Active>,
     /// How many open findings name each namespace as a holder.
     named: IdMap<NsId, u32>,
+    /// Containers the runtimes told us about.
+    containers: containers::Containers,
     /// Filesystems whose status may have changed, with the last reason.
     dirty: BTreeMap<FsId, &'static str>,
     /// When copies still inside their grace period may become risks: what to
@@ -161,6 +164,7 @@ impl Model {
             fs_by_key: IdMap::default(),
             active: BTreeMap::new(),
             named: IdMap::default(),
+            containers: Default::default(),
             dirty: BTreeMap::new(),
             grace_due: BTreeMap::new(),
             self_ns: None,
@@ -229,7 +233,14 @@ impl Model {
         match input {
             Input::Syscall(ev) => self.on_syscall(ev, out),
             Input::Process(ev) => self.on_process(ev, out),
-            Input::Snapshot(s) => self.on_snapshot(s, out),
+            Input::Snapshot(s) => {
+                self.on_snapshot(s, out);
+                // Findings first (the snapshot's news), then the warnings
+                // that were waiting for a fresh read.
+                self.evaluate(out);
+                self.settle_warnings(out);
+            }
+            Input::Container(ev) => self.on_container(ev, out),
             Input::Lost { at, count } => {
                 self.advance(*at);
                 self.stats.lost_events += count;

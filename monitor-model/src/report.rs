@@ -59,6 +59,25 @@ impl Model {
         id: FsId,
         refs: &[(NsId, usize)],
     ) -> (Option<Status>, Option<Ktime>) {
+        self.classify_with(id, refs, true)
+    }
+
+    /// [`Model::classify`] for "what if it were removed now": young copies
+    /// count too.
+    pub(crate) fn classify_now(
+        &self,
+        id: FsId,
+        refs: &[(NsId, usize)],
+    ) -> (Option<Status>, Option<Ktime>) {
+        self.classify_with(id, refs, false)
+    }
+
+    fn classify_with(
+        &self,
+        id: FsId,
+        refs: &[(NsId, usize)],
+        grace: bool,
+    ) -> (Option<Status>, Option<Ktime>) {
         let Some(fs) = self.fs.get(&id) else {
             return (None, None);
         };
@@ -92,7 +111,7 @@ impl Model {
                     e.prop.known && !e.prop.receives_from(&host_groups)
                 })
                 .collect();
-            let (grace, now) = (self.cfg.risk_grace_ns, self.now);
+            let (grace, now) = (if grace { self.cfg.risk_grace_ns } else { 0 }, self.now);
             let (ripe, young): (Vec<EntryRef>, Vec<EntryRef>) = risky.iter().partition(|r| {
                 entry(r)
                     .since
@@ -270,8 +289,9 @@ impl Model {
         }
     }
 
-    fn mount_ref(fs: &ContainerFs) -> MountRef {
+    pub(crate) fn mount_ref(&self, fs: &ContainerFs) -> MountRef {
         MountRef {
+            owner: self.owner_of(fs),
             path: fs.path.clone(),
             path_hex: fs.path.to_str().is_none().then(|| fs.path.hex()),
             dev: fs.dev.map(|d| d.to_string()),
@@ -300,7 +320,7 @@ impl Model {
             &fs.fstype,
             fs.dev,
         );
-        let mount = Self::mount_ref(fs);
+        let mount = self.mount_ref(fs);
         let remedy = remedies(&self.cfg, &mount, &holders, kind);
         let summary = summarize(kind, &mount, &holders);
         Some(Finding {
@@ -338,7 +358,7 @@ impl Model {
             .find_map(|n| n.user_ns)
     }
 
-    fn copy_holders(&self, fs: &ContainerFs, entries: &[(NsId, usize)]) -> Vec<Holder> {
+    pub(crate) fn copy_holders(&self, fs: &ContainerFs, entries: &[(NsId, usize)]) -> Vec<Holder> {
         let host_user_ns = self.host_user_ns();
         let host_groups: Vec<u64> = self
             .namespaces
@@ -475,7 +495,7 @@ impl Model {
         pins
     }
 
-    fn pin_holders(&self, fs: &ContainerFs) -> Vec<Holder> {
+    pub(crate) fn pin_holders(&self, fs: &ContainerFs) -> Vec<Holder> {
         let pins = self.effective_pins(fs);
         let mut by_pid: BTreeMap<Pid, Vec<&crate::input::Pin>> = BTreeMap::new();
         for p in &pins {
@@ -562,7 +582,7 @@ impl Model {
         };
         let mut holders = self.copy_holders(fs, &entries);
         holders.extend(self.pin_holders(fs));
-        let mount = Self::mount_ref(fs);
+        let mount = self.mount_ref(fs);
         let text = if syscall == "umount" {
             "The umount failed with EBUSY: something uses the mount (a process's cwd or open file, possibly through a slave copy that receives this umount), so the container cannot be torn down until it is released.".to_string()
         } else if !self.cfg.kernel.detaches_on_rmdir() {
@@ -610,6 +630,7 @@ impl Model {
                 comm: ev.task.comm.clone(),
                 errno: -ev.ret,
                 path: path.clone(),
+                message: None,
             }),
             resolution: None,
         }
@@ -625,6 +646,7 @@ pub(crate) fn failed_unknown(cfg: &ModelConfig, id: String, f: FailedOnUnknown<'
         fstype: String::new(),
         source: PathBytes::default(),
         container: crate::container::ContainerHint::from_path(f.path),
+        owner: None,
         mounted_at: None,
         unmounted_at: None,
     };
@@ -655,6 +677,7 @@ pub(crate) fn failed_unknown(cfg: &ModelConfig, id: String, f: FailedOnUnknown<'
             comm: f.ev.task.comm.clone(),
             errno: -f.ev.ret,
             path: f.path.clone(),
+            message: None,
         }),
         resolution: None,
     }
@@ -662,6 +685,10 @@ pub(crate) fn failed_unknown(cfg: &ModelConfig, id: String, f: FailedOnUnknown<'
 
 /// `docker rootfs (layer 0f1e…) at /var/…/merged`, or just the path.
 pub(crate) fn describe(mount: &MountRef) -> String {
+    if let Some(owner) = &mount.owner {
+        let role = mount.container.role.unwrap_or("mount");
+        return format!("{} {role} at {}", owner.label(), mount.path);
+    }
     match mount.container.label() {
         Some(label) => format!("{label} at {}", mount.path),
         None if mount.path.is_empty() => format!(
@@ -697,7 +724,7 @@ fn holders_phrase(holders: &[Holder]) -> Option<String> {
     })
 }
 
-fn summarize(kind: FindingKind, mount: &MountRef, holders: &[Holder]) -> String {
+pub(crate) fn summarize(kind: FindingKind, mount: &MountRef, holders: &[Holder]) -> String {
     let what = describe(mount);
     let who = holders_phrase(holders).unwrap_or_else(|| "an unknown holder".into());
     match kind {
@@ -710,12 +737,13 @@ fn summarize(kind: FindingKind, mount: &MountRef, holders: &[Holder]) -> String 
         }
         FindingKind::Leak => format!("{what}: unmounted by the host but still mounted in {who}"),
         FindingKind::FailedRemoval => format!("{what}: removal failed; held by {who}"),
+        FindingKind::RemovalWarning => format!("{what}: the container stopped and this is still held by {who}; removing it will not release it"),
         FindingKind::Resolved => format!("{what}: released"),
     }
 }
 
 /// What to type, per holder, most direct first; then how to prevent it.
-fn remedies(
+pub(crate) fn remedies(
     cfg: &ModelConfig,
     mount: &MountRef,
     holders: &[Holder],
@@ -811,6 +839,7 @@ mod tests {
             container: crate::container::ContainerHint::from_path(
                 &"/var/lib/docker/overlay2/0123456789abcdef/merged".into(),
             ),
+            owner: None,
             mounted_at: None,
             unmounted_at: None,
         };

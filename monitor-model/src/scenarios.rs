@@ -628,7 +628,10 @@ fn a_detached_filesystem_kept_by_a_cwd_is_a_leak_until_the_process_leaves() {
     // The process left: a full scan (devices read) finds no pin.
     s.pins.clear();
     s.taken_at = 120 * SEC;
-    s.namespaces[1].members[0].cwd_dev = Some(Dev { major: 254, minor: 0 });
+    s.namespaces[1].members[0].cwd_dev = Some(Dev {
+        major: 254,
+        minor: 0,
+    });
     let out = m.apply(&Input::Snapshot(s));
     assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
 }
@@ -898,4 +901,285 @@ fn device_facts_from_a_targeted_scan_reveal_the_pin() {
     assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
     assert_eq!(f[0].holders[0].hold, HoldKind::Cwd);
     assert_eq!(f[0].holders[0].pid, Some(1234));
+}
+
+// ----- containers (issue: warn before removal fails) ---------------------
+
+fn web(state: ContainerState) -> Input {
+    Input::Container(ContainerEvent::Seen {
+        at: 50 * SEC,
+        info: Box::new(ContainerInfo {
+            runtime: "docker".into(),
+            id: "3f9a1c0e7b2d5a6b".into(),
+            name: "web".into(),
+            image: Some("nginx:1.25".into()),
+            mounts: vec![DOCKER_PATH.into()],
+            state,
+            ..ContainerInfo::default()
+        }),
+    })
+}
+
+fn stopped(at: Ktime) -> Input {
+    Input::Container(ContainerEvent::Stopped {
+        at,
+        runtime: "docker".into(),
+        id: "3f9a1c0e7b2d5a6b".into(),
+    })
+}
+
+#[test]
+fn findings_name_the_container_the_runtime_reported() {
+    let mut m = model();
+    m.apply(&web(ContainerState::Running));
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    let f = findings(&out);
+    let owner = f[0].mount.owner.as_ref().expect("owner");
+    assert_eq!(
+        (owner.name.as_str(), owner.runtime.as_str()),
+        ("web", "docker")
+    );
+    assert!(
+        f[0].summary
+            .starts_with("container web (3f9a1c0e7b2d, nginx:1.25) rootfs at"),
+        "{}",
+        f[0].summary
+    );
+}
+
+/// Modern kernel, idle private copy: Docker's stop detaches it (it removes
+/// `merged`), so no warning, and the risk resolves.
+#[test]
+fn an_idle_copy_gets_no_removal_warning() {
+    let mut m = model();
+    m.apply(&web(ContainerState::Running));
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    let out = m.apply(&stopped(101 * SEC));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Rescan { namespaces, .. } if namespaces == &vec![HOLDER])));
+    let out = m.apply(&snapshot(
+        101 * SEC + 20 * MS,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    assert!(
+        findings(&out).is_empty(),
+        "no warning for an idle copy: {out:#?}"
+    );
+    m.apply(&umount(
+        102 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let rmdir = Call::Rmdir {
+        path: PathArg::new(DOCKER_PATH),
+    };
+    let out = m.apply(&syscall(
+        102 * SEC + MS,
+        &task(900, "dockerd"),
+        HOST,
+        HOST,
+        0,
+        rmdir,
+    ));
+    assert_eq!(kinds(&out), vec![FindingKind::Resolved]);
+}
+
+/// The holder's cwd is inside: the warning names the container and the
+/// holder before `docker rm`, and predicts the pinned filesystem.
+#[test]
+fn a_busy_copy_gets_a_removal_warning_naming_container_and_holder() {
+    let mut m = model();
+    m.apply(&web(ContainerState::Running));
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    m.apply(&stopped(101 * SEC));
+    let mut inside = holder_with(None, None);
+    inside.members[0].cwd_dev = Some(OVERLAY_DEV);
+    let Input::Snapshot(mut s) = snapshot(101 * SEC + 20 * MS, vec![inside]) else {
+        unreachable!()
+    };
+    s.alive = None;
+    s.pins_scanned = false;
+    let out = m.apply(&Input::Snapshot(s));
+    let warning = findings(&out)
+        .into_iter()
+        .find(|f| f.kind == FindingKind::RemovalWarning)
+        .expect("warning");
+    assert_eq!(warning.consequence.kind, ConsequenceKind::FilesystemPinned);
+    assert_eq!(
+        warning.mount.owner.as_ref().map(|o| o.name.as_str()),
+        Some("web")
+    );
+    assert_eq!(warning.holders[0].pid, Some(1234));
+    assert!(
+        warning.summary.contains("container web"),
+        "{}",
+        warning.summary
+    );
+    // docker rm then fails? On 6.18 it succeeds; the runtime says Removed and
+    // the leak stays open with the container's name.
+    m.apply(&umount(
+        102 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        DOCKER_PATH,
+        0,
+    ));
+    let rmdir = Call::Rmdir {
+        path: PathArg::new(DOCKER_PATH),
+    };
+    m.apply(&syscall(
+        102 * SEC + MS,
+        &task(900, "dockerd"),
+        HOST,
+        HOST,
+        0,
+        rmdir,
+    ));
+    m.apply(&Input::Container(ContainerEvent::Removed {
+        at: 103 * SEC,
+        runtime: "docker".into(),
+        id: "3f9a1c0e7b2d5a6b".into(),
+    }));
+    let open = m.open_findings();
+    assert_eq!(open.len(), 1);
+    let owner = open[0]
+        .mount
+        .owner
+        .as_ref()
+        .expect("owner kept after removal");
+    assert!(owner.removed);
+}
+
+#[test]
+fn on_el7_an_idle_copy_gets_a_warning_and_a_failed_removal() {
+    let el7 = KernelFacts::from_release("3.10.0-1160.el7.x86_64", Some(false));
+    let mut m = Model::new(ModelConfig {
+        kernel: el7,
+        ..ModelConfig::default()
+    });
+    m.apply(&web(ContainerState::Running));
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    m.apply(&stopped(101 * SEC));
+    let out = m.apply(&snapshot(
+        101 * SEC + 20 * MS,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    let warning = findings(&out)
+        .into_iter()
+        .find(|f| f.kind == FindingKind::RemovalWarning)
+        .expect("warning");
+    assert_eq!(warning.consequence.kind, ConsequenceKind::RemovalFailsEbusy);
+    let out = m.apply(&Input::Container(ContainerEvent::RemovalFailed {
+        at: 102 * SEC,
+        runtime: "docker".into(),
+        id: "3f9a1c0e7b2d5a6b".into(),
+        message: "driver \"overlay2\" failed to remove root filesystem: device or resource busy"
+            .into(),
+    }));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::FailedRemoval]);
+    assert_eq!(f[0].id, warning.id, "linked to the warning");
+    assert!(f[0]
+        .failed_call
+        .as_ref()
+        .unwrap()
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("device or resource busy"));
+}
+
+#[test]
+fn a_slave_holder_gets_no_warning() {
+    let mut m = model();
+    m.apply(&web(ContainerState::Running));
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, Some(7))],
+    ));
+    let out = m.apply(&stopped(101 * SEC));
+    let mut out2 = m.apply(&snapshot(
+        101 * SEC + 20 * MS,
+        vec![host_with_container(), holder_with(None, Some(7))],
+    ));
+    out2.extend(out);
+    assert!(findings(&out2).is_empty(), "{out2:#?}");
+}
+
+#[test]
+fn a_pod_volume_names_the_pod() {
+    let mut m = model();
+    let vol = "/var/lib/kubelet/pods/6b1c2f3a-1111-2222-3333-444455556666/volumes/kubernetes.io~csi/pvc-1/mount";
+    m.apply(&Input::Container(ContainerEvent::Seen {
+        at: 50 * SEC,
+        info: Box::new(ContainerInfo {
+            runtime: "cri".into(),
+            namespace: Some("k8s.io".into()),
+            id: "c0ffee".into(),
+            name: "nginx".into(),
+            pod: Some(PodInfo {
+                name: "web-7f9c".into(),
+                namespace: "shop".into(),
+                uid: "6b1c2f3a-1111-2222-3333-444455556666".into(),
+                container: Some("nginx".into()),
+            }),
+            ..ContainerInfo::default()
+        }),
+    }));
+    let vdev = Dev { major: 7, minor: 0 };
+    let mut host = host_base();
+    host.push(mount(60, vdev, vol, "ext4", Some(9), None));
+    let mut holder = host_base();
+    holder.push(mount(61, vdev, vol, "ext4", None, None));
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![ns(HOST, host, vec![]), ns(HOLDER, holder, vec![ntpd()])],
+    ));
+    let f = findings(&out);
+    let owner = f[0].mount.owner.as_ref().expect("owner");
+    let pod = owner.pod.as_ref().unwrap();
+    assert_eq!(
+        (
+            pod.namespace.as_str(),
+            pod.name.as_str(),
+            pod.container.as_deref()
+        ),
+        ("shop", "web-7f9c", None)
+    );
+    assert!(
+        f[0].summary.starts_with("pod shop/web-7f9c volume at"),
+        "{}",
+        f[0].summary
+    );
+}
+
+#[test]
+fn an_inventory_forgets_containers_that_are_gone() {
+    let mut m = model();
+    m.apply(&web(ContainerState::Running));
+    m.apply(&Input::Container(ContainerEvent::Inventory {
+        at: 60 * SEC,
+        runtime: "docker".into(),
+        ids: vec![],
+    }));
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    assert!(findings(&out)[0].mount.owner.is_none());
 }

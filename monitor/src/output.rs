@@ -100,6 +100,9 @@ pub fn finding_json(f: &Finding) -> Value {
     o.insert("time".into(), json!(rfc3339(f.at)));
     o.insert("summary".into(), json!(f.summary));
     o.insert("mount".into(), Value::Object(mount));
+    // The container (or pod) as its runtime describes it; null when no
+    // runtime said (then only `mount.container`, inferred from the path).
+    o.insert("container".into(), json!(f.mount.owner));
     o.insert(
         "holders".into(),
         Value::Array(f.holders.iter().map(holder_json).collect()),
@@ -120,6 +123,7 @@ fn kind_label(kind: FindingKind) -> &'static str {
         FindingKind::Risk => "RISK",
         FindingKind::Leak => "LEAK",
         FindingKind::FailedRemoval => "FAILED REMOVAL",
+        FindingKind::RemovalWarning => "REMOVAL WARNING",
         FindingKind::Resolved => "RESOLVED",
     }
 }

@@ -341,6 +341,7 @@ pub fn order_key(input: &Input) -> u64 {
         Input::Lost { at, .. } => *at,
         Input::Tick { now } => *now,
         Input::Snapshot(s) => s.taken_at,
+        Input::Container(e) => e.at(),
     }
 }
 
