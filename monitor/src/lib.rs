@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod output;
 pub mod procfs;
+pub mod runtime;
 pub mod scan;
 
 use monitor_model::{KernelFacts, ModelConfig};

@@ -1,0 +1,1 @@
+//! containerd adapter (being written).

@@ -1,0 +1,1 @@
+//! Docker adapter (being written).
