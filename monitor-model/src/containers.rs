@@ -233,6 +233,15 @@ impl Model {
     /// it would fail (EBUSY kernels) or leave the filesystem pinned. An idle
     /// copy on a kernel that detaches it at removal gets none.
     fn removal_warning(&mut self, id: FsId) -> Option<Finding> {
+        self.removal_assessment(id)
+            .filter(|f| f.kind == FindingKind::RemovalWarning)
+    }
+
+    /// What removing one filesystem's container now would do, if anything
+    /// holds it: a `removal_warning` when it would fail or leave the
+    /// filesystem pinned, else a `risk` whose consequence says the holders'
+    /// copies will simply be detached.
+    fn removal_assessment(&mut self, id: FsId) -> Option<Finding> {
         let mut refs: Vec<(NsId, usize)> = Vec::new();
         for ns in self.namespaces.values() {
             for (i, e) in ns.entries.iter().enumerate() {
@@ -262,20 +271,21 @@ impl Model {
             &fs.fstype,
             fs.dev,
         );
-        if c.kind == ConsequenceKind::DetachedOnRemoval {
-            return None;
-        }
+        let kind = if c.kind == ConsequenceKind::DetachedOnRemoval {
+            FindingKind::Risk
+        } else {
+            FindingKind::RemovalWarning
+        };
         let mount = self.mount_ref(fs);
         let finding_id = match self.active.get(&id) {
             Some(a) => a.id.clone(),
             None => self.take_finding_id(),
         };
-        let remedy =
-            crate::report::remedies(&self.cfg, &mount, &holders, FindingKind::RemovalWarning);
-        let summary = crate::report::summarize(FindingKind::RemovalWarning, &mount, &holders);
+        let remedy = crate::report::remedies(&self.cfg, &mount, &holders, kind);
+        let summary = crate::report::summarize(kind, &mount, &holders);
         Some(Finding {
             id: finding_id,
-            kind: FindingKind::RemovalWarning,
+            kind,
             at: self.now,
             summary,
             mount,
@@ -285,6 +295,45 @@ impl Model {
             failed_call: None,
             resolution: None,
         })
+    }
+
+    /// `mountleak check`: what removing a container (everything it mounts)
+    /// would do now. `None` when the model does not know the container.
+    pub fn check_container(&mut self, runtime: &str, id: &str) -> Option<CheckReport> {
+        let key = (runtime.to_string(), id.to_string());
+        if !self.containers.contains_key(&key) {
+            return None;
+        }
+        let ids = self.container_fs(&key);
+        Some(self.check_fs(&ids))
+    }
+
+    /// `mountleak check PATH`: what removing the mount at `path` (or the
+    /// detached filesystem that was there) would do now. `None` when no
+    /// container mount is known at that path.
+    pub fn check_path(&mut self, path: &crate::PathBytes) -> Option<CheckReport> {
+        let ids: Vec<FsId> = self
+            .fs
+            .values()
+            .filter(|f| f.path == *path)
+            .map(|f| f.id)
+            .collect();
+        (!ids.is_empty()).then(|| self.check_fs(&ids))
+    }
+
+    fn check_fs(&mut self, ids: &[FsId]) -> CheckReport {
+        let findings: Vec<Finding> = ids
+            .iter()
+            .filter_map(|&id| self.removal_assessment(id))
+            .collect();
+        let held = findings
+            .iter()
+            .any(|f| f.kind == FindingKind::RemovalWarning);
+        CheckReport {
+            filesystems: ids.len(),
+            held,
+            findings,
+        }
     }
 
     fn removal_failed(
@@ -358,6 +407,18 @@ fn owns(info: &ContainerInfo, fs: &ContainerFs) -> bool {
             .pod_uid
             .as_ref()
             .is_some_and(|uid| info.pod.as_ref().is_some_and(|p| &p.uid == uid))
+}
+
+/// The answer to "will removing this fail or leave something pinned?".
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckReport {
+    /// Container filesystems the target has.
+    pub filesystems: usize,
+    /// Removing it would fail or leave a filesystem pinned.
+    pub held: bool,
+    /// One per held filesystem: `removal_warning` (held) or `risk` (copies
+    /// that removal will detach).
+    pub findings: Vec<Finding>,
 }
 
 /// Containers, keyed for stable iteration.

@@ -45,6 +45,7 @@ use std::sync::Arc;
 
 pub use config::{ModelConfig, Patterns, Reference};
 pub use container::ContainerHint;
+pub use containers::CheckReport;
 pub use finding::{Finding, FindingKind};
 pub use input::*;
 pub use kernel::KernelFacts;

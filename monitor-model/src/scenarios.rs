@@ -1183,3 +1183,31 @@ fn an_inventory_forgets_containers_that_are_gone() {
     ));
     assert!(findings(&out)[0].mount.owner.is_none());
 }
+
+#[test]
+fn check_says_held_only_when_removal_would_fail_or_pin() {
+    let mut m = model();
+    m.apply(&web(ContainerState::Running));
+    m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder_with(None, None)],
+    ));
+    let idle = m
+        .check_container("docker", "3f9a1c0e7b2d5a6b")
+        .expect("known");
+    assert_eq!((idle.filesystems, idle.held), (1, false));
+    assert_eq!(
+        idle.findings[0].consequence.kind,
+        ConsequenceKind::DetachedOnRemoval
+    );
+    let mut busy = holder_with(None, None);
+    busy.members[0].cwd_dev = Some(OVERLAY_DEV);
+    m.apply(&snapshot(101 * SEC, vec![host_with_container(), busy]));
+    let held = m.check_path(&DOCKER_PATH.into()).expect("known path");
+    assert!(held.held);
+    assert_eq!(held.findings[0].kind, FindingKind::RemovalWarning);
+    assert!(m.check_container("docker", "nope").is_none());
+    assert!(m
+        .check_path(&"/var/lib/docker/overlay2/nope/merged".into())
+        .is_none());
+}
