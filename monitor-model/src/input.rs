@@ -370,6 +370,10 @@ pub struct Pin {
     pub fstype: Option<String>,
     /// For a loop device: its backing file.
     pub backing_file: Option<PathBytes>,
+    /// Inode number of the detached filesystem's root directory, reached
+    /// from a cwd or root pin. For an overlay on one filesystem it is the
+    /// upper directory's inode, which names the container it belonged to.
+    pub root_ino: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

@@ -1438,7 +1438,19 @@ impl Model {
             let id = self.next_fs;
             self.next_fs += 1;
             let first = &pins[0];
-            let path = first.backing_file.clone().unwrap_or_default();
+            // An overlay's root reports its upper directory's inode: the
+            // container whose upper directory that is owned it.
+            let owner_path = pins.iter().find_map(|p| {
+                let ino = p.root_ino?;
+                self.containers
+                    .values()
+                    .find(|c| c.info.upper_dir.is_some_and(|(_, i)| i == ino))
+                    .and_then(|c| c.info.mounts.first().cloned())
+            });
+            let path = owner_path
+                .or_else(|| first.backing_file.clone())
+                .unwrap_or_default();
+            let hint = ContainerHint::from_path(&path);
             self.fs.insert(
                 id,
                 ContainerFs {
@@ -1448,7 +1460,7 @@ impl Model {
                     path,
                     fstype: first.fstype.clone().unwrap_or_default(),
                     source: first.backing_file.clone().unwrap_or_default(),
-                    hint: ContainerHint::default(),
+                    hint,
                     mounted_at: None,
                     unmounted_at: Some(at),
                     pins,

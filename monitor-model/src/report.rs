@@ -489,6 +489,7 @@ impl Model {
                 link: PathBytes::default(),
                 fstype: Some(fs.fstype.clone()),
                 backing_file: None,
+                root_ino: None,
             });
         }
         pins.sort_by_key(|p| p.process.pid);

@@ -606,6 +606,7 @@ fn a_detached_filesystem_kept_by_a_cwd_is_a_leak_until_the_process_leaves() {
         link: "/".into(),
         fstype: Some("overlay".into()),
         backing_file: None,
+        root_ino: None,
     };
     let mut s = match snapshot(
         110 * SEC,
@@ -648,6 +649,7 @@ fn a_pin_of_an_unknown_filesystem_is_reported() {
         link: "/data/file".into(),
         fstype: Some("ext4".into()),
         backing_file: Some("/var/lib/images/vol.img".into()),
+        root_ino: None,
     };
     let Input::Snapshot(mut s) = snapshot(100 * SEC, vec![ns(HOST, host_base(), vec![])]) else {
         unreachable!()
@@ -794,6 +796,7 @@ fn a_busy_copy_that_vanishes_becomes_a_pin() {
         link: "/".into(),
         fstype: Some("overlay".into()),
         backing_file: None,
+        root_ino: None,
     };
     let Input::Snapshot(mut s) = snapshot(
         104 * SEC,
@@ -1210,4 +1213,53 @@ fn check_says_held_only_when_removal_would_fail_or_pin() {
     assert!(m
         .check_path(&"/var/lib/docker/overlay2/nope/merged".into())
         .is_none());
+}
+
+/// `mountleak check web` after `docker stop`: the overlay is gone from every
+/// table, a holder's cwd keeps it, and the upper directory's inode says it
+/// was web's.
+#[test]
+fn a_detached_overlay_is_tied_to_its_container_by_the_upper_dir() {
+    let mut m = model();
+    let Input::Container(ContainerEvent::Seen { at, mut info }) = web(ContainerState::Stopped)
+    else {
+        unreachable!()
+    };
+    info.upper_dir = Some((
+        Dev {
+            major: 254,
+            minor: 0,
+        },
+        777,
+    ));
+    m.apply(&Input::Container(ContainerEvent::Seen { at, info }));
+    let pin = Pin {
+        dev: OVERLAY_DEV,
+        process: ntpd(),
+        ns: HOLDER,
+        how: PinKind::Cwd,
+        link: "/".into(),
+        fstype: Some("overlay".into()),
+        backing_file: None,
+        root_ino: Some(777),
+    };
+    let Input::Snapshot(mut s) = snapshot(
+        100 * SEC,
+        vec![
+            ns(HOST, host_base(), vec![]),
+            ns(HOLDER, host_base(), vec![ntpd()]),
+        ],
+    ) else {
+        unreachable!()
+    };
+    s.pins = vec![pin];
+    m.apply(&Input::Snapshot(s));
+    let report = m
+        .check_container("docker", "3f9a1c0e7b2d5a6b")
+        .expect("known");
+    assert!(report.held);
+    let f = &report.findings[0];
+    assert_eq!(f.mount.path.as_bytes(), DOCKER_PATH.as_bytes());
+    assert_eq!(f.mount.owner.as_ref().map(|o| o.name.as_str()), Some("web"));
+    assert_eq!(f.holders[0].hold, HoldKind::Cwd);
 }

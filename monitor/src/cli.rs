@@ -45,6 +45,15 @@ pub struct GlobalArgs {
     /// Output JSON (one document for scan, JSON lines for run).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Docker Engine API socket ("" to not ask Docker).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
+    /// containerd gRPC socket ("" to not ask containerd).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub containerd_socket: Option<PathBuf>,
+    /// Ask no container runtime: identity from mount paths only (marked inferred).
+    #[arg(long, global = true)]
+    pub no_runtimes: bool,
     /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -56,8 +65,18 @@ pub enum Command {
     Scan(ScanArgs),
     /// Run the daemon: probes + /proc reconciliation; print findings as they happen.
     Run(RunArgs),
+    /// Will removing TARGET fail or leave something pinned? TARGET: a container id or name, a pod
+    /// (NAMESPACE/NAME), or a mount path. Exit 0: safe; 1: held (holders listed); 2: error or unknown
+    /// target. Needs no daemon: one targeted read.
+    Check(CheckArgs),
     /// Print the default configuration file, with every key documented.
     Config,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Container id (or prefix) or name, pod as NAMESPACE/NAME, or an absolute mount path.
+    pub target: String,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +134,16 @@ impl GlobalArgs {
         }
         if self.json {
             cfg.output.format = Format::Json;
+        }
+        if let Some(p) = &self.docker_socket {
+            cfg.runtimes.docker_socket = p.clone();
+        }
+        if let Some(p) = &self.containerd_socket {
+            cfg.runtimes.containerd_socket = p.clone();
+        }
+        if self.no_runtimes {
+            cfg.runtimes.docker_socket = PathBuf::new();
+            cfg.runtimes.containerd_socket = PathBuf::new();
         }
     }
 }

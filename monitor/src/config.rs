@@ -54,6 +54,18 @@ ring_buffer_kib = 1024
 # asked.
 mount_tracefs = false
 
+[runtimes]
+# Docker Engine API socket. Empty: do not ask Docker. A socket that is
+# missing or refusing is retried with backoff (logged once per change).
+docker_socket = "/var/run/docker.sock"
+# containerd's gRPC socket (also the CRI runtime Kubernetes uses). Empty: off.
+containerd_socket = "/run/containerd/containerd.sock"
+# containerd namespaces to follow; empty: every namespace the server has.
+containerd_namespaces = []
+# Namespaces left to other adapters ("moby" is Docker's, named by the Docker
+# adapter already).
+containerd_skip_namespaces = ["moby"]
+
 [output]
 # "human" or "json" (JSON lines for `run`, one document for `scan`).
 format = "human"
@@ -64,7 +76,28 @@ format = "human"
 pub struct Config {
     pub detect: Detect,
     pub daemon: Daemon,
+    pub runtimes: Runtimes,
     pub output: Output,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtimes {
+    pub docker_socket: PathBuf,
+    pub containerd_socket: PathBuf,
+    pub containerd_namespaces: Vec<String>,
+    pub containerd_skip_namespaces: Vec<String>,
+}
+
+impl Default for Runtimes {
+    fn default() -> Self {
+        Runtimes {
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+            containerd_socket: PathBuf::from("/run/containerd/containerd.sock"),
+            containerd_namespaces: Vec::new(),
+            containerd_skip_namespaces: vec!["moby".into()],
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

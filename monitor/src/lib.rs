@@ -6,11 +6,13 @@
 //! - [`ebpf`]: loads and attaches the probes, reads the ring buffer, decodes
 //!   records into model inputs, reports kernel-side losses.
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
-//! - [`scan`]: the one-shot scan; [`daemon`]: the long-running monitor.
+//! - [`scan`]: the one-shot scan; [`check`]: "will removing this fail?";
+//!   [`daemon`]: the long-running monitor; [`runtime`]: container engines.
 //! - [`output`]: findings as text or JSON (wall-clock times made here).
 //!
 //! The leak logic itself lives in `monitor_model`, which does no I/O.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -40,6 +40,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 &mut std::io::stdout().lock(),
             )
         }
+        Command::Check(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let outcome = runtime.block_on(mountleak::check::check(&cfg, &args.target))?;
+            let json = cfg.output.format == Format::Json;
+            mountleak::check::print(&outcome, json, &mut std::io::stdout().lock())
+        }
         Command::Run(args) => {
             args.apply(&mut cfg);
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -83,6 +83,12 @@ pub(crate) fn find(candidates: &[Candidate], shown: &BTreeSet<Dev>) -> Vec<Pin> 
                 .or_insert_with(|| judge(dev, &handle.path(rel.as_bytes())))
                 .clone();
             let Some(verdict) = verdict else { continue };
+            let root_ino = match how {
+                PinKind::Cwd | PinKind::Root => {
+                    detached_root_ino(&handle.path(rel.as_bytes()), dev)
+                }
+                PinKind::Fd(_) => None,
+            };
             pins.push(Pin {
                 dev,
                 process: cand.info.clone(),
@@ -91,6 +97,7 @@ pub(crate) fn find(candidates: &[Candidate], shown: &BTreeSet<Dev>) -> Vec<Pin> 
                 link: handle.link_of(&rel).unwrap_or_default(),
                 fstype: verdict.fstype,
                 backing_file: verdict.backing_file,
+                root_ino,
             });
         }
     }
@@ -139,6 +146,21 @@ fn judge(dev: Dev, path: &Path) -> Option<Verdict> {
         fstype,
         backing_file: loop_backing_file(dev),
     })
+}
+
+/// The inode of the root of the detached mount a directory lives on.
+/// `..` never leaves a detached mount (at its root it stays there), so
+/// enough of them from the directory land on the root whatever the depth.
+/// Checked to still be on `dev`.
+fn detached_root_ino(dir: &Path, dev: Dev) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut up = dir.as_os_str().to_owned();
+    for _ in 0..64 {
+        up.push("/..");
+    }
+    let meta = std::fs::metadata(Path::new(&up)).ok()?;
+    let at = sys::dev_of(meta.dev());
+    (at == dev).then_some(meta.ino())
 }
 
 /// The file behind a loop device (sysfs-block(5): `loop/backing_file`).
