@@ -66,6 +66,19 @@ impl Default for Backoff {
     }
 }
 
+/// Asks every configured runtime about a `mountleak check` target. Returns
+/// the containers found and, for runtimes that could not be asked, why.
+pub async fn lookup(
+    _cfg: &crate::config::Config,
+    _target: &crate::check::Target,
+) -> (Vec<monitor_model::ContainerInfo>, Vec<String>) {
+    // Wired to the Docker and containerd adapters as they land.
+    (
+        Vec::new(),
+        vec!["runtime lookups are not wired yet".to_string()],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,17 +92,4 @@ mod tests {
         b.reset();
         assert_eq!(b.next_delay(), Backoff::FIRST);
     }
-}
-
-/// Asks every configured runtime about a `mountleak check` target. Returns
-/// the containers found and, for runtimes that could not be asked, why.
-pub async fn lookup(
-    _cfg: &crate::config::Config,
-    _target: &crate::check::Target,
-) -> (Vec<monitor_model::ContainerInfo>, Vec<String>) {
-    // Wired to the Docker and containerd adapters as they land.
-    (
-        Vec::new(),
-        vec!["runtime lookups are not wired yet".to_string()],
-    )
 }
