@@ -4,6 +4,9 @@
 //! `cargo test` as a user passes and says why they did not run;
 //! `cargo xtask test` (what CI runs, as root) runs them all.
 
+/// `mountleak run --json` on real leaks: the daemon's story with and
+/// without probes, failed removals, lost events, no privileges.
+mod daemon;
 /// Self-tests of `support`: the lab does what the other tests assume.
 mod lab;
 /// `mountleak scan --json` on real leaks: findings, exit codes, remedies
