@@ -22,10 +22,11 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, ProbeSetting};
 use crate::ebpf::{Counters, EbpfError, ProbeMode, ProbeOptions, Probes};
-use crate::output::Printer;
 use crate::procfs::clock::boottime_ns;
 use crate::procfs::read_kernel_facts;
 use crate::procfs::scan::{ScanError, ScanOptions, ScanOutput, Scanner};
+use crate::runtime::RuntimeStatus;
+use crate::sinks::{stdout::StdoutSink, DaemonStatus, Sink};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -59,11 +60,16 @@ impl Pending {
 
 type ScanJob = JoinHandle<(Scanner, Result<ScanOutput, ScanError>)>;
 
-struct Daemon<W: Write> {
+struct Daemon {
     cfg: Config,
     model: Model,
-    printer: Printer<W>,
+    sinks: Vec<Box<dyn Sink>>,
     probes: Option<Probes>,
+    probe_mode: &'static str,
+    runtimes: Vec<tokio::sync::watch::Receiver<RuntimeStatus>>,
+    runtime_seen: Vec<RuntimeStatus>,
+    ready: bool,
+    started: Instant,
     counters: Counters,
     scanner: Option<Scanner>,
     in_flight: Option<ScanJob>,
@@ -73,7 +79,7 @@ struct Daemon<W: Write> {
 
 /// Runs until `shutdown` completes. Errors only for what makes running
 /// impossible (probes explicitly requested but refused, no /proc).
-pub async fn run<W: Write>(
+pub async fn run<W: Write + Send + 'static>(
     cfg: Config,
     out: W,
     shutdown: impl Future<Output = ()>,
@@ -82,7 +88,8 @@ pub async fn run<W: Write>(
     info!(kernel = %kernel.release, detaches_on_rmdir = kernel.detaches_on_rmdir(), "starting");
     let model = Model::new(crate::model_config(&cfg, kernel.clone()));
     let json = cfg.output.format == crate::config::Format::Json;
-    let mut printer = Printer::new(out, json);
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(StdoutSink::new(out, json))];
+    sinks.extend(crate::sinks::from_config(&cfg).context("setting up outputs")?);
 
     if cfg.daemon.mount_tracefs && cfg.daemon.probes != ProbeSetting::Off {
         mount_tracefs_if_missing();
@@ -90,21 +97,34 @@ pub async fn run<W: Write>(
     let (probes, degraded) = load_probes(&cfg)?;
     if let Some(reason) = &degraded {
         warn!(%reason, "running without eBPF: periodic /proc reconciliation only");
-        printer.notice(
-            "degraded",
-            &format!(
-                "running without eBPF ({reason}); /proc reconciliation every {}",
-                humantime::format_duration(cfg.daemon.poll_interval)
-            ),
-            json!({"reason": reason}),
-        )?;
+        let message = format!(
+            "running without eBPF ({reason}); /proc reconciliation every {}",
+            humantime::format_duration(cfg.daemon.poll_interval)
+        );
+        for s in sinks.iter_mut() {
+            s.notice("degraded", &message, &json!({"reason": reason}));
+        }
     }
+    let probe_mode = match probes.as_ref().map(|p| p.mode()) {
+        Some(ProbeMode::Syscalls) => "syscalls",
+        Some(ProbeMode::Lean) => "lean",
+        None => "off",
+    };
+    // Container runtimes feed the model through their own bounded channel.
+    let (runtime_tx, runtime_rx) = mpsc::channel(1024);
+    let runtimes = crate::runtime::spawn(&cfg, runtime_tx);
+    let mut runtime_rx = Some(runtime_rx);
 
     let mut d = Daemon {
         cfg,
         model,
-        printer,
+        sinks,
         probes,
+        probe_mode,
+        runtime_seen: runtimes.iter().map(|r| r.borrow().clone()).collect(),
+        runtimes,
+        ready: false,
+        started: Instant::now(),
         counters: Counters::default(),
         scanner: Some(Scanner::new()),
         in_flight: None,
@@ -130,24 +150,22 @@ pub async fn run<W: Write>(
         d.absorb_scan(scan)?;
     }
     let ready = json!({
-        "probes": d.probes.as_ref().map(|p| match p.mode() { ProbeMode::Syscalls => "syscalls", ProbeMode::Lean => "lean" }).unwrap_or("off"),
+        "probes": d.probe_mode,
         "attached": d.probes.as_ref().map(|p| p.attached().to_vec()).unwrap_or_default(),
         "skipped": d.probes.as_ref().map(|p| p.skipped().iter().map(|s| json!({"program": s.program, "reason": s.reason})).collect::<Vec<_>>()).unwrap_or_default(),
         "namespaces": d.model.namespace_count(),
         "container_filesystems": d.model.container_fs_count(),
+        "runtimes": d.runtime_seen.iter().map(|r| r.runtime).collect::<Vec<_>>(),
         "kernel": kernel.release,
     });
-    let mode = ready["probes"].as_str().unwrap_or("off").to_string();
-    d.printer.notice(
-        "ready",
-        &format!(
-            "watching ({} probes, {} namespaces, {} container filesystems)",
-            mode,
-            d.model.namespace_count(),
-            d.model.container_fs_count()
-        ),
-        ready,
-    )?;
+    let message = format!(
+        "watching ({} probes, {} namespaces, {} container filesystems)",
+        d.probe_mode,
+        d.model.namespace_count(),
+        d.model.container_fs_count()
+    );
+    d.ready = true;
+    d.notice("ready", &message, &ready);
 
     let reconcile_every = if d.probes.is_some() {
         d.cfg.daemon.rescan_interval
@@ -165,6 +183,10 @@ pub async fn run<W: Write>(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            input = recv_one(&mut runtime_rx) => match input {
+                Some(input) => d.apply(&input)?,
+                None => runtime_rx = None,
+            },
             batch = recv(&mut events) => match batch {
                 Some(batch) => {
                     for input in &batch {
@@ -189,6 +211,8 @@ pub async fn run<W: Write>(
             _ = tick.tick() => {
                 d.apply(&Input::Tick { now: boottime_ns() })?;
                 d.check_counters()?;
+                d.check_runtimes();
+                d.publish_status();
             },
             _ = reconcile.tick() => {
                 // Pins need every process's devices: at most every rescan_interval.
@@ -203,16 +227,22 @@ pub async fn run<W: Write>(
     if let Some(job) = d.in_flight.take() {
         job.abort();
     }
-    d.printer.notice("stopped", "stopped", json!({}))?;
+    d.notice("stopped", "stopped", &json!({}));
+    for s in d.sinks.iter_mut() {
+        s.shutdown();
+    }
     info!("stopped");
     Ok(())
 }
 
-impl<W: Write> Daemon<W> {
+impl Daemon {
     fn apply(&mut self, input: &Input) -> anyhow::Result<()> {
         let mut outputs = std::mem::take(&mut self.outputs);
         outputs.clear();
         self.model.apply_into(input, &mut outputs);
+        for s in self.sinks.iter_mut() {
+            s.input(input);
+        }
         for o in outputs.drain(..) {
             self.handle(o)?;
         }
@@ -220,13 +250,70 @@ impl<W: Write> Daemon<W> {
         Ok(())
     }
 
+    fn notice(&mut self, kind: &str, message: &str, fields: &serde_json::Value) {
+        for s in self.sinks.iter_mut() {
+            s.notice(kind, message, fields);
+        }
+    }
+
+    /// Says when a runtime connects or goes away (once per change).
+    fn check_runtimes(&mut self) {
+        let now: Vec<RuntimeStatus> = self.runtimes.iter().map(|r| r.borrow().clone()).collect();
+        for (i, status) in now.iter().enumerate() {
+            let before = self.runtime_seen.get(i).map(|r| r.connected);
+            if before != Some(status.connected) {
+                let message = if status.connected {
+                    format!(
+                        "{} connected ({})",
+                        status.runtime,
+                        status.version.as_deref().unwrap_or("version unknown")
+                    )
+                } else {
+                    format!(
+                        "{} unreachable: {}; container names come from mount paths until it is back",
+                        status.runtime,
+                        status.last_error.as_deref().unwrap_or("not connected")
+                    )
+                };
+                let fields = json!({"runtime": status.runtime, "connected": status.connected, "error": status.last_error, "reconnects": status.reconnects});
+                self.notice("runtime", &message, &fields);
+            }
+        }
+        self.runtime_seen = now;
+    }
+
+    fn publish_status(&mut self) {
+        let open = self.model.open_findings();
+        let status = DaemonStatus {
+            probes: self.probe_mode,
+            namespaces: self.model.namespace_count(),
+            container_filesystems: self.model.container_fs_count(),
+            open_risks: open
+                .iter()
+                .filter(|f| f.kind == monitor_model::FindingKind::Risk)
+                .count(),
+            open_leaks: open
+                .iter()
+                .filter(|f| f.kind == monitor_model::FindingKind::Leak)
+                .count(),
+            kernel: self.counters,
+            model: self.model.stats().clone(),
+            runtimes: self.runtime_seen.clone(),
+            ready: self.ready,
+            uptime_secs: self.started.elapsed().as_secs(),
+        };
+        for s in self.sinks.iter_mut() {
+            s.status(&status);
+        }
+    }
+
     fn handle(&mut self, output: Output) -> anyhow::Result<()> {
         match output {
             Output::Finding(f) => {
                 info!(id = %f.id, kind = f.kind.as_str(), path = %f.mount.path.lossy(), holders = f.holders.len(), "{}", f.summary);
-                self.printer
-                    .finding(&f)
-                    .context("writing a finding to stdout")?;
+                for s in self.sinks.iter_mut() {
+                    s.finding(&f);
+                }
             }
             Output::Rescan {
                 namespaces,
@@ -331,11 +418,11 @@ impl<W: Write> Daemon<W> {
                 decode_errors = now.decode_errors - before.decode_errors,
                 "kernel events were lost; repairing state from /proc"
             );
-            self.printer.notice(
+            self.notice(
                 "lost",
                 &format!("{lost} kernel events lost; repairing state from /proc"),
-                json!({"count": lost, "ring_buffer_full_total": now.ringbuf_full, "missing_entry_total": now.missing_entry, "decode_errors_total": now.decode_errors}),
-            )?;
+                &json!({"count": lost, "ring_buffer_full_total": now.ringbuf_full, "missing_entry_total": now.missing_entry, "decode_errors_total": now.decode_errors}),
+            );
             self.apply(&Input::Lost {
                 at: boottime_ns(),
                 count: lost,
@@ -396,6 +483,13 @@ fn mount_tracefs_if_missing() {
         info!(path = TRACEFS, "mounted tracefs (mount_tracefs = true)");
     } else {
         warn!(path = TRACEFS, error = %std::io::Error::last_os_error(), "could not mount tracefs");
+    }
+}
+
+async fn recv_one(rx: &mut Option<mpsc::Receiver<Input>>) -> Option<Input> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,7 +8,9 @@
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`scan`]: the one-shot scan; [`check`]: "will removing this fail?";
 //!   [`daemon`]: the long-running monitor; [`runtime`]: container engines.
-//! - [`output`]: findings as text or JSON (wall-clock times made here).
+//! - [`output`]: findings as text or JSON (wall-clock times made here);
+//!   [`sinks`]: where the daemon's news goes (stdout, and as configured
+//!   traces, metrics, the event store).
 //!
 //! The leak logic itself lives in `monitor_model`, which does no I/O.
 
@@ -21,6 +23,7 @@ pub mod output;
 pub mod procfs;
 pub mod runtime;
 pub mod scan;
+pub mod sinks;
 
 use monitor_model::{KernelFacts, ModelConfig};
 

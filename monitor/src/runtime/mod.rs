@@ -66,6 +66,16 @@ impl Default for Backoff {
     }
 }
 
+/// Starts the adapter of every configured runtime; returns their status
+/// channels.
+pub fn spawn(
+    _cfg: &crate::config::Config,
+    _sink: Sink,
+) -> Vec<tokio::sync::watch::Receiver<RuntimeStatus>> {
+    // Wired to the Docker and containerd adapters as they land.
+    Vec::new()
+}
+
 /// Asks every configured runtime about a `mountleak check` target. Returns
 /// the containers found and, for runtimes that could not be asked, why.
 pub async fn lookup(
