@@ -69,8 +69,57 @@ pub enum Command {
     /// (NAMESPACE/NAME), or a mount path. Exit 0: safe; 1: held (holders listed); 2: error or unknown
     /// target. Needs no daemon: one targeted read.
     Check(CheckArgs),
+    /// The story of a container, pod, mount path, mount namespace or pid, from the event store:
+    /// text, JSON, or a self-contained HTML picture.
+    Timeline(TimelineArgs),
+    /// Audit this node's configuration for mount-leak risks (services with private mount
+    /// namespaces, the runtime's propagation, the kernel). Exit 0 clean, 1 findings, 2 error.
+    Doctor(DoctorArgs),
+    /// Release what holds a container, pod or mount (dry run unless --yes).
+    Fix(FixArgs),
     /// Print the default configuration file, with every key documented.
     Config,
+}
+
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// Container id or name, pod (NAMESPACE/NAME), mount path, mount namespace id, or pid.
+    /// Not needed with --import.
+    pub target: Option<String>,
+    /// Only steps at or after this time (RFC3339, or a duration ago such as "2h").
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only steps at or before this time (RFC3339, or a duration ago).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Write a self-contained HTML picture of the timeline to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub html: Option<PathBuf>,
+    /// Render a timeline saved with --json (from another machine) instead of reading the store.
+    #[arg(long, value_name = "FILE")]
+    pub import: Option<PathBuf>,
+    /// The event store (default: the configured store path).
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Audit the system under this directory (unit files, sysctls read from it) instead of `/`.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FixArgs {
+    /// Container id or name, pod (NAMESPACE/NAME), mount path, or a finding id (ML-N).
+    pub target: String,
+    /// Carry out the actions (default: print exactly what would be done, change nothing).
+    #[arg(long)]
+    pub yes: bool,
+    /// Allow killing a holder process when nothing else releases the mount.
+    #[arg(long)]
+    pub kill: bool,
 }
 
 #[derive(Debug, Args)]

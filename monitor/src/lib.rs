@@ -8,6 +8,8 @@
 //! - [`config`] and [`cli`]: the TOML file and the flags over it.
 //! - [`scan`]: the one-shot scan; [`check`]: "will removing this fail?";
 //!   [`daemon`]: the long-running monitor; [`runtime`]: container engines.
+//! - [`timeline`]: the event store and postmortem timelines; [`doctor`]:
+//!   the node audit; [`fix`]: guarded remediation.
 //! - [`output`]: findings as text or JSON (wall-clock times made here);
 //!   [`sinks`]: where the daemon's news goes (stdout, and as configured
 //!   traces, metrics, the event store).
@@ -18,12 +20,15 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod ebpf;
+pub mod fix;
 pub mod output;
 pub mod procfs;
 pub mod runtime;
 pub mod scan;
 pub mod sinks;
+pub mod timeline;
 
 use monitor_model::{KernelFacts, ModelConfig};
 

@@ -68,6 +68,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(0)
         }
+        Command::Timeline(args) => mountleak::timeline::run(&cfg, &args),
+        Command::Doctor(args) => mountleak::doctor::run(&cfg, &args),
+        Command::Fix(args) => mountleak::fix::run(&cfg, &args),
         Command::Config => unreachable!("handled above"),
     }
 }
