@@ -158,6 +158,12 @@ pub struct RunArgs {
     /// Mount tracefs at /sys/kernel/tracing if missing (needed for syscall tracepoints).
     #[arg(long)]
     pub mount_tracefs: bool,
+    /// The event store file (default /var/lib/mountleak/events.db).
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// Keep no event history (no `mountleak timeline`).
+    #[arg(long)]
+    pub no_store: bool,
     /// Stop after this long (for tests and benchmarks). Default: until SIGINT/SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
     pub exit_after: Option<Duration>,
@@ -218,6 +224,12 @@ impl RunArgs {
         }
         if self.mount_tracefs {
             cfg.daemon.mount_tracefs = true;
+        }
+        if let Some(p) = &self.store {
+            cfg.store.path = p.clone();
+        }
+        if self.no_store {
+            cfg.store.enabled = false;
         }
     }
 }

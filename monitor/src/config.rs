@@ -66,6 +66,15 @@ containerd_namespaces = []
 # adapter already).
 containerd_skip_namespaces = ["moby"]
 
+[store]
+# The event store behind `mountleak timeline`: an SQLite file the daemon
+# writes in batches, off the event path. Created on first run.
+enabled = true
+path = "/var/lib/mountleak/events.db"
+# Retention: events older than this, or beyond this size, are deleted.
+max_age = "30d"
+max_size_mib = 1024
+
 [output]
 # "human" or "json" (JSON lines for `run`, one document for `scan`).
 format = "human"
@@ -77,7 +86,29 @@ pub struct Config {
     pub detect: Detect,
     pub daemon: Daemon,
     pub runtimes: Runtimes,
+    pub store: Store,
     pub output: Output,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    pub enabled: bool,
+    pub path: PathBuf,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_age: Duration,
+    pub max_size_mib: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            enabled: true,
+            path: PathBuf::from("/var/lib/mountleak/events.db"),
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_size_mib: 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
