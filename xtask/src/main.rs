@@ -4,9 +4,11 @@
 //! Owns: installing what the build and the tests need (`setup`), the one test
 //! command that the README shows and CI runs (`test`), and running the daemon
 //! from source (`run`). Building the eBPF object is not here: monitor/build.rs
-//! does it through aya-build. Depends on std and anyhow only, so it builds on a
-//! machine where nothing else is installed yet.
+//! does it through aya-build. Depends on std, anyhow and libc only (libc for
+//! the benches' namespaces and loops), so it builds on a machine where
+//! nothing else is installed yet. The benchmarks (`bench`) live in bench/.
 
+mod bench;
 mod cmd;
 mod setup;
 
@@ -28,8 +30,9 @@ tasks:
   run [-- ARGS]   setup, build release, exec target/release/mountleak ARGS
                   (default ARGS: run, i.e. the daemon; needs root)
   lint-ebpf       clippy on the eBPF crate with nightly (also part of `test`)
-  bench           placeholder, not written yet: will measure probe overhead
-                  against a peer tool; fails so nobody mistakes it for a result
+  bench [NAME..]  the benchmarks behind BENCHMARKS.md (needs root): model,
+                  scan, probes, tax, memory, or all (default); installs
+                  hyperfine, libbpf-tools and bpftrace if missing
   help            this text
 ";
 
@@ -58,8 +61,8 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         eprint!("{USAGE}");
         return Ok(ExitCode::from(EXIT_REFUSED));
     };
-    let needs_root = matches!(task.as_str(), "setup" | "test" | "run");
-    let takes_args = task == "run";
+    let needs_root = matches!(task.as_str(), "setup" | "test" | "run" | "bench");
+    let takes_args = matches!(task.as_str(), "run" | "bench");
     if !takes_args && !rest.is_empty() {
         eprintln!("xtask {task}: unexpected arguments {rest:?}\n");
         eprint!("{USAGE}");
@@ -81,7 +84,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "test" => test()?,
         "run" => run(rest)?,
         "lint-ebpf" => cmd::step("lint-ebpf", &mut lint_ebpf())?,
-        "bench" => anyhow::bail!("bench is not written yet (a placeholder)"),
+        "bench" => bench::run(rest)?,
         "help" | "-h" | "--help" => print!("{USAGE}"),
         other => {
             eprintln!("xtask: unknown task `{other}`\n");
