@@ -26,6 +26,18 @@ const APT_PACKAGES: &[&str] = &[
     "mount",
     // mkfs.ext4: the loop-device volumes that stand in for CSI volumes.
     "e2fsprogs",
+    // protoc: the containerd-client and k8s-cri crates compile containerd's
+    // and the CRI's .proto files in their build scripts (prost no longer
+    // bundles protoc).
+    "protobuf-compiler",
+    // containerd, ctr and containerd-shim-runc-v2 (1.6 on Debian 12): the
+    // containerd and CRI tests start their own instance; runc is its
+    // runtime (crun does not work on this VM's hybrid cgroups).
+    "containerd",
+    "runc",
+    // A static busybox: the rootfs of the images the containerd tests build
+    // and import (no registry is reachable), and the CRI sandbox's "pause".
+    "busybox-static",
 ];
 
 /// The toolchain the eBPF crate builds with (aya-build and `lint-ebpf` call
