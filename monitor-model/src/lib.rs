@@ -221,6 +221,30 @@ impl Model {
         v
     }
 
+    /// The namespaces that count as the host right now.
+    pub fn reference_namespaces(&self) -> Vec<NsId> {
+        let mut v: Vec<NsId> = self
+            .namespaces
+            .keys()
+            .copied()
+            .filter(|&id| self.is_reference(id))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A process in namespace `ns` (its oldest known member), to reach the
+    /// namespace through `/proc/PID/ns/mnt`.
+    pub fn member_of(&self, ns: NsId) -> Option<Pid> {
+        let n = self.namespaces.get(&ns)?;
+        n.members
+            .iter()
+            .filter_map(|p| self.processes.get(p))
+            .min_by_key(|p| (p.info.start, p.info.pid))
+            .map(|p| p.info.pid)
+            .or_else(|| n.members.iter().next().copied())
+    }
+
     /// Applies one input and returns what the shell should do or say.
     pub fn apply(&mut self, input: &Input) -> Vec<Output> {
         let mut out = Vec::new();

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, ProbeSetting};
 use crate::ebpf::{Counters, EbpfError, ProbeMode, ProbeOptions, Probes};
+use crate::fanotify::{Changes, MountWatch};
 use crate::procfs::clock::boottime_ns;
 use crate::procfs::read_kernel_facts;
 use crate::procfs::scan::{ScanError, ScanOptions, ScanOutput, Scanner};
@@ -67,6 +68,10 @@ struct Daemon {
     probes: Option<Probes>,
     probe_mode: &'static str,
     runtimes: Vec<tokio::sync::watch::Receiver<RuntimeStatus>>,
+    /// Mount change notifications for host and holder namespaces, when the
+    /// syscall probes are not there to see mounts (lean/off modes).
+    host_watch: Option<MountWatch>,
+    holder_watch: Option<MountWatch>,
     runtime_seen: Vec<RuntimeStatus>,
     ready: bool,
     started: Instant,
@@ -125,6 +130,8 @@ pub async fn run<W: Write + Send + 'static>(
         runtimes,
         ready: false,
         started: Instant::now(),
+        host_watch: None,
+        holder_watch: None,
         counters: Counters::default(),
         scanner: Some(Scanner::new()),
         in_flight: None,
@@ -149,7 +156,21 @@ pub async fn run<W: Write + Send + 'static>(
         let scan = result.context("startup scan of /proc")?;
         d.absorb_scan(scan)?;
     }
+    if d.probe_mode != "syscalls" {
+        match (MountWatch::new(), MountWatch::new()) {
+            (Ok(host), Ok(holders)) => {
+                info!("following mount changes through fanotify (no syscall tracepoints needed)");
+                d.host_watch = Some(host);
+                d.holder_watch = Some(holders);
+                d.update_marks();
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                info!(error = %e, "no fanotify mount notifications: mount changes are seen at the next reconciliation");
+            }
+        }
+    }
     let ready = json!({
+        "fanotify": d.host_watch.is_some(),
         "probes": d.probe_mode,
         "attached": d.probes.as_ref().map(|p| p.attached().to_vec()).unwrap_or_default(),
         "skipped": d.probes.as_ref().map(|p| p.skipped().iter().map(|s| json!({"program": s.program, "reason": s.reason})).collect::<Vec<_>>()).unwrap_or_default(),
@@ -206,6 +227,23 @@ pub async fn run<W: Write + Send + 'static>(
                     Ok(scan) => d.absorb_scan(scan)?,
                     Err(e) => warn!(error = %e, "scan failed; will retry at the next reconciliation"),
                 }
+            },
+            changes = watch_changes(&d.host_watch) => {
+                let changes = changes.unwrap_or(Changes { overflow: true, ..Changes::default() });
+                debug!(?changes, "mount change in a host namespace");
+                // A detach is when a leak is born, and its holders may be in
+                // any namespace (an unshare the lean probes cannot see): read
+                // every table. An attach only needs the host's.
+                let full = changes.overflow || changes.detached > 0;
+                let mut namespaces = d.model.reference_namespaces();
+                namespaces.extend(d.model.watched());
+                d.pending.request(full, false, &namespaces, "mount change in a host namespace", d.cfg.daemon.rescan_debounce);
+            },
+            changes = watch_changes(&d.holder_watch) => {
+                let changes = changes.unwrap_or(Changes { overflow: true, ..Changes::default() });
+                debug!(?changes, "mount change in a holder namespace");
+                let namespaces = d.model.watched();
+                d.pending.request(changes.overflow, false, &namespaces, "mount change in a holder namespace", d.cfg.daemon.rescan_debounce);
             },
             () = sleep_until(d.pending.due), if d.in_flight.is_none() => d.start_scan(),
             _ = tick.tick() => {
@@ -392,7 +430,50 @@ impl Daemon {
         for (ns, why) in &stats.unread {
             warn!(ns, why, "could not read a mount namespace's table");
         }
-        self.apply(&Input::Snapshot(scan.snapshot))
+        self.apply(&Input::Snapshot(scan.snapshot))?;
+        self.update_marks();
+        Ok(())
+    }
+
+    /// Keeps the fanotify marks on the host namespaces and on the holders.
+    fn update_marks(&mut self) {
+        let hosts = self.model.reference_namespaces();
+        let holders = self.model.watched();
+        let self_ns = crate::procfs::scan::own_mnt_ns();
+        let via = |model: &Model, ns: NsId| {
+            if Some(ns) == self_ns {
+                None
+            } else {
+                model.member_of(ns)
+            }
+        };
+        if let Some(w) = self.host_watch.as_mut() {
+            for ns in hosts {
+                if w.is_marked(ns) {
+                    continue;
+                }
+                let pid = via(&self.model, ns);
+                if pid.is_none() && Some(ns) != self_ns {
+                    continue;
+                }
+                if let Err(e) = w.mark(ns, pid) {
+                    debug!(ns, error = %e, "cannot watch a host namespace's mounts");
+                }
+            }
+        }
+        if let Some(w) = self.holder_watch.as_mut() {
+            for ns in holders {
+                if w.is_marked(ns) {
+                    continue;
+                }
+                let Some(pid) = self.model.member_of(ns) else {
+                    continue;
+                };
+                if let Err(e) = w.mark(ns, Some(pid)) {
+                    debug!(ns, error = %e, "cannot watch a holder namespace's mounts");
+                }
+            }
+        }
     }
 
     /// Turns a rise in the kernel's loss counters into `Input::Lost` (the
@@ -483,6 +564,13 @@ fn mount_tracefs_if_missing() {
         info!(path = TRACEFS, "mounted tracefs (mount_tracefs = true)");
     } else {
         warn!(path = TRACEFS, error = %std::io::Error::last_os_error(), "could not mount tracefs");
+    }
+}
+
+async fn watch_changes(w: &Option<MountWatch>) -> std::io::Result<Changes> {
+    match w {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod ebpf;
+pub mod fanotify;
 pub mod fix;
 pub mod output;
 pub mod procfs;

@@ -181,6 +181,11 @@ const MAX_LINE_ERRORS: usize = 32;
 /// Spare members remembered per namespace (see `Group::spare`).
 const MAX_SPARE: usize = 4;
 
+/// The mount namespace this process is in.
+pub fn own_mnt_ns() -> Option<NsId> {
+    ProcHandle::myself().and_then(|me| me.mnt_ns()).ok()
+}
+
 /// Builds snapshots. Keeps only what it learned about the kernel between
 /// scans; every scan reads everything afresh.
 #[derive(Debug)]
