@@ -196,11 +196,24 @@ fn mount_loop(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `__getppid --calls N`: N getppid(2) system calls, the cheapest one there
-/// is, so the fixed cost of the syscall path is all that is measured.
-/// Prints wall time and CPU time.
+/// `__getppid --calls N --cpu C`: pinned to CPU C (what `taskset -c C`
+/// does, done here so the helper stays a direct child), N getppid(2) system
+/// calls, the cheapest one there is, so the fixed cost of the syscall path is
+/// all that is measured. Prints wall time and CPU time.
 fn getppid_loop(args: &[String]) -> Result<()> {
-    let n = Args(args).num("calls")?;
+    let args = Args(args);
+    let n = args.num("calls")?;
+    let cpu = args.num("cpu")? as usize;
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
+    // sched_setaffinity get a pointer to it and its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        os_check(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            || format!("pin to CPU {cpu}"),
+        )?;
+    }
     let (u0, s0) = rusage(libc::RUSAGE_SELF);
     let started = Instant::now();
     for _ in 0..n {

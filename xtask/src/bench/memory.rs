@@ -84,7 +84,6 @@ struct Outcome {
 fn churn(host_pid: u32) -> Result<Duration> {
     let started = Instant::now();
     let line = run_helper(
-        &[],
         &[
             "__churn".into(),
             "--target".into(),

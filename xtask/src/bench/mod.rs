@@ -24,7 +24,7 @@ mod tracer;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -41,6 +41,9 @@ usage: cargo xtask bench [model|scan|probes|tax|memory|all]...
   memory   daemon RSS idle, after 10,000 namespaces, and 30 s later
   all      all of the above (default)
 ";
+
+/// How long a bench waits for other work on the machine to finish.
+const QUIET_WAIT: Duration = Duration::from_secs(600);
 
 /// The benches in the order `all` runs them (cheapest first).
 const ALL: [&str; 5] = ["model", "scan", "probes", "tax", "memory"];
@@ -118,6 +121,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut sections = Vec::new();
     for name in &chosen {
         println!("\n==> bench {name}");
+        let (busy, quiet) = sys::wait_quiet(QUIET_WAIT);
         let bench_started = Instant::now();
         let section = match *name {
             "model" => model::run(),
@@ -128,6 +132,19 @@ pub fn run(args: &[String]) -> Result<()> {
             _ => unreachable!("checked above"),
         }
         .with_context(|| format!("bench {name}"))?;
+        let section = Section {
+            body: format!(
+                "{}\n\nMachine before this bench: {:.0}% busy with other work{}.",
+                section.body,
+                busy * 100.0,
+                if quiet {
+                    ""
+                } else {
+                    " (NOT quiet: these figures are noisy)"
+                }
+            ),
+            ..section
+        };
         println!(
             "\n### {} ({:.0} s)\n\n{}",
             section.title,

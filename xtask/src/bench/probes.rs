@@ -54,17 +54,10 @@ struct Sample {
     seen: String,
 }
 
-/// Runs helper `args` and returns its one line of output.
-pub fn run_helper(prefix: &[&str], args: &[String], timeout: Duration) -> Result<String> {
-    let exe = sys::self_exe()?;
-    let mut cmd = match prefix.split_first() {
-        Some((program, rest)) => {
-            let mut c = Command::new(program);
-            c.args(rest).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
+/// Runs helper `args` (`__name --key value ...`) and returns its one line
+/// of output.
+pub fn run_helper(args: &[String], timeout: Duration) -> Result<String> {
+    let mut cmd = Command::new(sys::self_exe()?);
     cmd.arg("bench").args(args);
     let line = crate::cmd::show(&cmd);
     let (guard, lines) = sys::spawn_piped(&mut cmd, "a bench loop")?;
@@ -79,7 +72,6 @@ pub fn run_helper(prefix: &[&str], args: &[String], timeout: Duration) -> Result
 /// (CPU, system CPU, wall, involuntary context switches per iteration).
 fn loop_once(dir: &Path) -> Result<(Duration, Duration, Duration, f64)> {
     let line = run_helper(
-        &[],
         &[
             "__mount-loop".into(),
             "--iterations".into(),

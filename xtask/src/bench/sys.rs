@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::cmd;
 
@@ -460,9 +460,15 @@ pub fn spawn_piped(cmd: &mut Command, what: &str) -> Result<(Guard, Lines)> {
     Ok((guard, Lines::read(stdout)))
 }
 
-/// Our own executable, to run a helper in a process of its own.
+/// Our own executable, to run a helper in a process of its own. The magic
+/// link, not its target: the link still execs this very binary if cargo
+/// replaces target/debug/xtask meanwhile (another `cargo xtask` on this
+/// machine), where the path would name the new file or nothing at all.
+/// It resolves in the child, which is still this program when it execs.
 pub fn self_exe() -> Result<PathBuf> {
-    std::env::current_exe().context("path of the running xtask")
+    let exe = PathBuf::from("/proc/self/exe");
+    ensure!(exe.exists(), "{} is missing (no /proc?)", exe.display());
+    Ok(exe)
 }
 
 /// The loop helpers print one line of `key=value` fields; this reads one.
@@ -471,4 +477,65 @@ pub fn field(line: &str, key: &str) -> Result<f64> {
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {key}= in {line:?}"))
+}
+
+/// (busy, total) jiffies of all CPUs so far, from the `cpu` line of
+/// /proc/stat (proc_stat(5)); idle and iowait are not busy.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+/// Share of all CPUs that was busy during `window`.
+pub fn busy_fraction(window: Duration) -> f64 {
+    let Some((b0, t0)) = cpu_jiffies() else {
+        return f64::NAN;
+    };
+    thread::sleep(window);
+    let Some((b1, t1)) = cpu_jiffies() else {
+        return f64::NAN;
+    };
+    (b1 - b0) as f64 / (t1 - t0).max(1) as f64
+}
+
+/// The machine is shared (other sessions build and test on it; the lock
+/// only keeps test labs away), and a busy machine makes every figure here
+/// meaningless. Waits until the CPUs have been mostly idle for a few
+/// seconds, up to `max_wait`; returns the last busy share seen and whether
+/// it got quiet.
+pub fn wait_quiet(max_wait: Duration) -> (f64, bool) {
+    const QUIET: f64 = 0.10;
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        let busy = busy_fraction(Duration::from_secs(3));
+        if busy < QUIET {
+            return (busy, true);
+        }
+        if started.elapsed() >= max_wait {
+            println!(
+                "bench: WARNING: the machine is still {:.0}% busy with other work after {:?}; \
+                 measuring anyway, treat these figures as noisy",
+                busy * 100.0,
+                max_wait
+            );
+            return (busy, false);
+        }
+        if !said {
+            println!(
+                "bench: the machine is {:.0}% busy with other work; waiting for it to quiet \
+                 down (up to {max_wait:?})",
+                busy * 100.0
+            );
+            said = true;
+        }
+    }
 }

@@ -17,7 +17,7 @@ use super::{sys, Section};
 pub const CALLS: u64 = 20_000_000;
 pub const ROUNDS: usize = 5;
 /// The loop's CPU; the tracers may run anywhere.
-const CPU: &str = "1";
+const CPU: usize = 1;
 
 const TRACERS: [Tracer; 5] = [
     Tracer::None,
@@ -29,8 +29,13 @@ const TRACERS: [Tracer; 5] = [
 
 fn loop_once() -> Result<f64> {
     let line = run_helper(
-        &["taskset", "-c", CPU],
-        &["__getppid".into(), "--calls".into(), CALLS.to_string()],
+        &[
+            "__getppid".into(),
+            "--calls".into(),
+            CALLS.to_string(),
+            "--cpu".into(),
+            CPU.to_string(),
+        ],
         Duration::from_secs(300),
     )?;
     Ok(sys::field(&line, "wall_ns")? / CALLS as f64)
@@ -62,7 +67,7 @@ pub fn run(tools: &Tools) -> Result<Section> {
     }
     let base = sys::median(&samples[0]);
     let mut body = format!(
-        "Loop: {CALLS} getppid() calls pinned to CPU {CPU} (`taskset -c {CPU}`), wall time. \
+        "Loop: {CALLS} getppid() calls pinned to CPU {CPU} (sched_setaffinity, as `taskset -c {CPU}`), wall time. \
          Median of {ROUNDS} interleaved runs.\n\n\
          | tracer | ns per call | slowdown | runs (ns/call) | tracer CPU |\n|---|---|---|---|---|\n"
     );
