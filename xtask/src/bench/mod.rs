@@ -192,9 +192,17 @@ fn machine() -> String {
         .unwrap_or_default();
     let rustc =
         crate::cmd::probe(std::process::Command::new("rustc").arg("--version")).unwrap_or_default();
+    // The build is of the work tree, which may differ from the commit.
+    let commit = crate::cmd::probe(
+        std::process::Command::new("git")
+            .current_dir(crate::repo_root())
+            .args(["describe", "--always", "--dirty", "--abbrev=12"]),
+    )
+    .unwrap_or_default();
     format!(
-        "Machine: {cpus} vCPU ({model}), kernel {}, {}",
+        "Machine: {cpus} vCPU ({model}), kernel {}, {}. Source: {}.",
         kernel.trim(),
-        rustc.trim()
+        rustc.trim(),
+        commit.trim()
     )
 }
