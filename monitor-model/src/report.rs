@@ -104,11 +104,15 @@ impl Model {
         holders.sort_unstable();
         let entry = |&(ns, i): &(NsId, usize)| &self.namespaces[&ns].entries[i];
         if host_present {
+            // A copy the host's umount does not reach is a risk; so is one it
+            // does reach while something inside keeps it busy: then the
+            // umount fails ("target is busy") or, if lazy, leaves it pinned.
             let risky: Vec<(NsId, usize)> = holders
                 .into_iter()
                 .filter(|r| {
                     let e = entry(r);
-                    e.prop.known && !e.prop.receives_from(&host_groups)
+                    e.prop.known
+                        && (!e.prop.receives_from(&host_groups) || self.copy_busy(fs, r.0, r.1))
                 })
                 .collect();
             let (grace, now) = (if grace { self.cfg.risk_grace_ns } else { 0 }, self.now);
@@ -312,14 +316,18 @@ impl Model {
         };
         let pinned_later = holders.iter().any(|h| !h.busy.is_empty());
         let detached = matches!(status, Status::Pinned);
-        let consequence = consequence(
-            &self.cfg.kernel,
-            kind,
-            detached,
-            pinned_later,
-            &fs.fstype,
-            fs.dev,
-        );
+        let consequence = if busy_receiver(&holders) && kind == FindingKind::Risk {
+            busy_receiver_consequence(&holders)
+        } else {
+            consequence(
+                &self.cfg.kernel,
+                kind,
+                detached,
+                pinned_later,
+                &fs.fstype,
+                fs.dev,
+            )
+        };
         let mount = self.mount_ref(fs);
         let remedy = remedies(&self.cfg, &mount, &holders, kind);
         let summary = summarize(kind, &mount, &holders);
@@ -684,6 +692,28 @@ pub(crate) fn failed_unknown(cfg: &ModelConfig, id: String, f: FailedOnUnknown<'
     }
 }
 
+/// A holder whose copy receives the host's umounts but is busy.
+pub(crate) fn busy_receiver(holders: &[Holder]) -> bool {
+    holders
+        .iter()
+        .any(|h| h.receives_host_umounts == Some(true) && !h.busy.is_empty())
+}
+
+pub(crate) fn busy_receiver_consequence(holders: &[Holder]) -> Consequence {
+    let why = holders
+        .iter()
+        .filter(|h| h.receives_host_umounts == Some(true))
+        .flat_map(|h| h.busy.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Consequence {
+        kind: ConsequenceKind::RemovalFailsEbusy,
+        text: format!(
+            "The copy receives the host's umounts but is busy ({why}): a plain umount of the container mount fails with EBUSY (\"target is busy\"), as kubelet's and containerd's do; a lazy one (Docker's overlay2) detaches it but leaves the filesystem alive."
+        ),
+    }
+}
+
 /// `docker rootfs (layer 0f1e…) at /var/…/merged`, or just the path.
 pub(crate) fn describe(mount: &MountRef) -> String {
     if let Some(owner) = &mount.owner {
@@ -729,6 +759,9 @@ pub(crate) fn summarize(kind: FindingKind, mount: &MountRef, holders: &[Holder])
     let what = describe(mount);
     let who = holders_phrase(holders).unwrap_or_else(|| "an unknown holder".into());
     match kind {
+        FindingKind::Risk if busy_receiver(holders) => {
+            format!("{what}: the copy in {who} receives the host's umounts but is busy; the umount will fail with EBUSY")
+        }
         FindingKind::Risk => {
             let prop = holders.first().map(|h| h.propagation).unwrap_or("private");
             format!("{what}: copied into {who} with {prop} propagation; the host's umount will not reach it")

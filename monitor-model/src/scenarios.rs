@@ -1263,3 +1263,33 @@ fn a_detached_overlay_is_tied_to_its_container_by_the_upper_dir() {
     assert_eq!(f.mount.owner.as_ref().map(|o| o.name.as_str()), Some("web"));
     assert_eq!(f.holders[0].hold, HoldKind::Cwd);
 }
+
+/// A slave copy receives the host's umount, but a cwd inside makes that
+/// umount fail with "target is busy": a risk before it happens.
+#[test]
+fn a_busy_slave_copy_is_a_risk_because_the_umount_will_fail() {
+    let mut m = model();
+    let mut holder = holder_with(None, Some(7));
+    holder.members[0].cwd_dev = Some(OVERLAY_DEV);
+    let out = m.apply(&snapshot(100 * SEC, vec![host_with_container(), holder]));
+    let f = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Risk], "{out:#?}");
+    let h = &f[0].holders[0];
+    assert_eq!(
+        (h.propagation, h.receives_host_umounts),
+        ("slave", Some(true))
+    );
+    assert_eq!(h.busy, vec!["cwd of pid 1234 (ntpd) is inside".to_string()]);
+    assert_eq!(f[0].consequence.kind, ConsequenceKind::RemovalFailsEbusy);
+    assert!(
+        f[0].consequence.text.contains("target is busy"),
+        "{}",
+        f[0].consequence.text
+    );
+    assert!(
+        f[0].summary
+            .contains("receives the host's umounts but is busy"),
+        "{}",
+        f[0].summary
+    );
+}
