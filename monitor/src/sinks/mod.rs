@@ -16,8 +16,12 @@ use crate::runtime::RuntimeStatus;
 pub mod stdout;
 
 /// The sinks the configuration asks for, besides stdout.
-pub fn from_config(_cfg: &crate::config::Config) -> anyhow::Result<Vec<Box<dyn Sink>>> {
-    Ok(Vec::new())
+pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    // The event store behind `mountleak timeline` (`[store]`).
+    sinks
+        .extend(crate::timeline::StoreSink::from_config(cfg).map(|s| Box::new(s) as Box<dyn Sink>));
+    Ok(sinks)
 }
 
 /// What the daemon knows about itself, once a second.

@@ -1,0 +1,962 @@
+//! The event store: one SQLite file (bundled SQLite, WAL), written by one
+//! thread ([`super::writer`]) and read by `mountleak timeline`.
+//!
+//! Schema (version [`SCHEMA_VERSION`], in `meta`):
+//!
+//! ```sql
+//! meta(key TEXT PRIMARY KEY, value TEXT)            -- schema, created
+//! runs(id INTEGER PRIMARY KEY, started_ns, boot_id, hostname, kernel, version, pid)
+//! events(id INTEGER PRIMARY KEY,                    -- insertion order
+//!        run, wall_ns, kt, kind,                     -- run: runs.id; kt: CLOCK_BOOTTIME of that boot
+//!        pid, mnt_ns, path BLOB, container, name, pod,   -- indexed keys (NULL when none)
+//!        data TEXT)                                  -- the raw event, JSON (README "Timeline JSON")
+//! refs(event, mnt_ns, pid, path BLOB)               -- extra keys of events that have several
+//! ```
+//!
+//! Each key column has a partial index (`WHERE col IS NOT NULL`), so a row
+//! pays only for the keys it has. Retention deletes the oldest rows by id
+//! (ids follow time closely enough), in chunks; `auto_vacuum = INCREMENTAL`
+//! gives the freed pages back to the file system.
+//!
+//! Crash safety: every batch is one transaction; in WAL mode a committed
+//! transaction survives the process being killed at any point (it is in
+//! the WAL, in the kernel's page cache), and the next open replays it.
+//! `synchronous = NORMAL` means an OS crash or power loss can lose the last
+//! commits, never the file's integrity (sqlite.org/wal.html, "Durability").
+//!
+//! May import: rusqlite, serde_json, `super::event`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use serde_json::Value;
+
+use super::event::{Kind, Record, Ref};
+
+/// Bumped on an incompatible change of the tables; a store with a newer
+/// version is refused with a clear message.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_ns INTEGER NOT NULL,
+    boot_id TEXT,
+    hostname TEXT,
+    kernel TEXT,
+    version TEXT,
+    pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    run INTEGER NOT NULL,
+    wall_ns INTEGER NOT NULL,
+    kt INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    pid INTEGER,
+    mnt_ns INTEGER,
+    path BLOB,
+    container TEXT,
+    name TEXT,
+    pod TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_pid ON events(pid) WHERE pid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_mnt_ns ON events(mnt_ns) WHERE mnt_ns IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_path ON events(path) WHERE path IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_container ON events(container) WHERE container IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_name ON events(name) WHERE name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_pod ON events(pod) WHERE pod IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_daemon ON events(wall_ns) WHERE kind >= 30;
+CREATE TABLE IF NOT EXISTS refs (
+    event INTEGER NOT NULL,
+    mnt_ns INTEGER,
+    pid INTEGER,
+    path BLOB
+);
+CREATE INDEX IF NOT EXISTS refs_event ON refs(event);
+CREATE INDEX IF NOT EXISTS refs_mnt_ns ON refs(mnt_ns) WHERE mnt_ns IS NOT NULL;
+CREATE INDEX IF NOT EXISTS refs_pid ON refs(pid) WHERE pid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS refs_path ON refs(path) WHERE path IS NOT NULL;
+";
+
+const EVENT_COLUMNS: &str =
+    "id, run, wall_ns, kt, kind, pid, mnt_ns, path, container, name, pod, data";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no event store at {path} (the daemon creates it on its first run with the store enabled: `mountleak run`, `[store] enabled = true`)")]
+    Missing { path: PathBuf },
+    #[error("{path} is not a mountleak event store: {reason}")]
+    NotAStore { path: PathBuf, reason: String },
+    #[error("event store {path} has schema version {found}; this mountleak reads version {SCHEMA_VERSION} (upgrade mountleak)")]
+    NewerSchema { path: PathBuf, found: i64 },
+    #[error("event store {path}: the disk is full")]
+    Full { path: PathBuf },
+    #[error("event store {path} is read-only: {reason}")]
+    ReadOnly { path: PathBuf, reason: String },
+    #[error("event store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("event store {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreError {
+    fn sql(path: &Path, e: rusqlite::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Full { path },
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly {
+                path,
+                reason: e.to_string(),
+            },
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                StoreError::NotAStore {
+                    path,
+                    reason: e.to_string(),
+                }
+            }
+            _ => StoreError::Sql { path, source: e },
+        }
+    }
+
+    /// A short reason for logs and gap markers.
+    pub fn short(&self) -> String {
+        match self {
+            StoreError::Full { .. } => "disk full".into(),
+            StoreError::ReadOnly { .. } => "read-only".into(),
+            StoreError::Missing { .. } => "missing".into(),
+            StoreError::NotAStore { reason, .. } => format!("not a store: {reason}"),
+            StoreError::NewerSchema { found, .. } => format!("schema version {found}"),
+            StoreError::Io { source, .. } => source.to_string(),
+            StoreError::Sql { source, .. } => source.to_string(),
+        }
+    }
+}
+
+/// Who wrote a stretch of events: one row per daemon start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunInfo {
+    pub started_ns: i64,
+    /// `/proc/sys/kernel/random/boot_id`: kernel times compare only within one boot.
+    pub boot_id: Option<String>,
+    pub hostname: Option<String>,
+    pub kernel: Option<String>,
+    pub version: String,
+    pub pid: u32,
+}
+
+impl RunInfo {
+    /// This process, now.
+    pub fn current() -> RunInfo {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        RunInfo {
+            started_ns: super::event::unix_ns(std::time::SystemTime::now()),
+            boot_id: read("/proc/sys/kernel/random/boot_id"),
+            hostname: read("/proc/sys/kernel/hostname"),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            version: format!("mountleak {}", env!("CARGO_PKG_VERSION")),
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// A stored event as read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub id: i64,
+    pub run: i64,
+    pub wall_ns: i64,
+    pub kt: i64,
+    pub kind: Kind,
+    pub pid: Option<u32>,
+    pub mnt_ns: Option<u64>,
+    pub path: Option<Vec<u8>>,
+    pub container: Option<String>,
+    pub name: Option<String>,
+    pub pod: Option<String>,
+    pub data: Value,
+}
+
+/// A key to look events up by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Container(String),
+    Name(String),
+    /// `namespace/name`.
+    Pod(String),
+    Path(Vec<u8>),
+    Ns(u64),
+    Pid(u32),
+}
+
+/// What retention keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Sizes and extent, for `timeline`'s messages and the benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub events: u64,
+    pub first_wall_ns: Option<i64>,
+    pub last_wall_ns: Option<i64>,
+    /// Pages in use × page size (the file may be larger by its free pages).
+    pub used_bytes: u64,
+    pub file_bytes: u64,
+    pub runs: u64,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the store for writing, creating the file (and its directory)
+    /// and the tables on first use.
+    pub fn create(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::sql(path, e))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.setup()?;
+        Ok(store)
+    }
+
+    fn setup(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |e| StoreError::sql(&path, e);
+        self.conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(err)?;
+        // Only takes effect on a database with no tables yet; must come
+        // before the first CREATE TABLE.
+        self.conn
+            .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(err)?;
+        let mode: String = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::ReadOnly {
+                path: path.clone(),
+                reason: format!("cannot switch to WAL (journal mode stays {mode})"),
+            });
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        // Keep the WAL from staying large after a burst.
+        self.conn
+            .pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(err)?;
+        let existing = self.schema_version()?;
+        match existing {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    path: path.clone(),
+                    found: v,
+                })
+            }
+            _ => {}
+        }
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute_batch(SCHEMA).map_err(err)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?1)",
+            params![SCHEMA_VERSION.to_string()],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('created', ?1)",
+            params![super::event::rfc3339_ns(super::event::unix_ns(
+                std::time::SystemTime::now()
+            ))],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
+    /// The schema version of an existing store; `None` for an empty file.
+    fn schema_version(&self) -> Result<Option<i64>, StoreError> {
+        let has_meta: bool = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| StoreError::sql(&self.path, e))?;
+        if !has_meta {
+            return Ok(None);
+        }
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| StoreError::sql(&self.path, e))?;
+        Ok(v.and_then(|s| s.parse().ok()))
+    }
+
+    /// Opens an existing store to read it (`mountleak timeline`). Never
+    /// creates anything; a missing file, a file that is not a store, or a
+    /// store from a newer mountleak is a clear error.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+            Ok(m) if m.is_dir() => {
+                return Err(StoreError::NotAStore {
+                    path: path.to_path_buf(),
+                    reason: "it is a directory".into(),
+                })
+            }
+            Ok(_) => {}
+        }
+        // Read-write (without CREATE) lets the reader use the WAL index like
+        // the writer does; read-only is the fallback for a user who may not
+        // write the directory.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .or_else(|_| {
+            Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        })
+        .map_err(|e| StoreError::sql(path, e))?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store
+            .conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| StoreError::sql(path, e))?;
+        match store.schema_version()? {
+            None => Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+                reason: "it has no mountleak tables".into(),
+            }),
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: v,
+            }),
+            Some(_) => Ok(store),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::sql(&self.path, e)
+    }
+
+    /// Records a daemon start; its id goes into every event it writes.
+    pub fn begin_run(&mut self, info: &RunInfo) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs(started_ns, boot_id, hostname, kernel, version, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![info.started_ns, info.boot_id, info.hostname, info.kernel, info.version, info.pid],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Writes `records` as one transaction: all or nothing.
+    pub fn insert_batch(&mut self, run: i64, records: &[Record]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |e| StoreError::sql(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut ev = tx
+                .prepare_cached(
+                    "INSERT INTO events(run, wall_ns, kt, kind, pid, mnt_ns, path, container, name, pod, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(err)?;
+            let mut rf = tx
+                .prepare_cached(
+                    "INSERT INTO refs(event, mnt_ns, pid, path) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err)?;
+            for r in records {
+                ev.execute(params![
+                    run,
+                    r.wall_ns,
+                    i64::try_from(r.kt).unwrap_or(i64::MAX),
+                    r.kind as i64,
+                    r.pid,
+                    r.mnt_ns.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                    r.path,
+                    r.container,
+                    r.name,
+                    r.pod,
+                    r.data,
+                ])
+                .map_err(err)?;
+                if !r.refs.is_empty() {
+                    let id = tx.last_insert_rowid();
+                    for x in &r.refs {
+                        let (ns, pid, p) = match x {
+                            Ref::Ns(n) => (Some(i64::try_from(*n).unwrap_or(i64::MAX)), None, None),
+                            Ref::Pid(p) => (None, Some(*p), None),
+                            Ref::Path(p) => (None, None, Some(p.as_slice())),
+                        };
+                        rf.execute(params![id, ns, pid, p]).map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// `PRAGMA integrity_check`: `"ok"` or the problems found.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.err(e))?;
+        let lines: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(lines.join("\n"))
+    }
+
+    fn pragma_u64(&self, name: &str) -> Result<u64, StoreError> {
+        self.conn
+            .pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+            .map(|v| u64::try_from(v).unwrap_or(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Bytes of pages in use (what retention by size measures).
+    pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        let pages = self.pragma_u64("page_count")?;
+        let free = self.pragma_u64("freelist_count")?;
+        Ok(pages.saturating_sub(free) * self.pragma_u64("page_size")?)
+    }
+
+    fn id_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        self.conn
+            .query_row("SELECT min(id), max(id) FROM events", [], |r| {
+                Ok(
+                    match (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?) {
+                        (Some(a), Some(b)) => Some((a, b)),
+                        _ => None,
+                    },
+                )
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let range = self.id_range()?;
+        let events: u64 = self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| self.err(e))?;
+        let wall_of = |id: i64| -> Result<Option<i64>, StoreError> {
+            self.conn
+                .query_row("SELECT wall_ns FROM events WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| self.err(e))
+        };
+        let (first_wall_ns, last_wall_ns) = match range {
+            Some((a, b)) => (wall_of(a)?, wall_of(b)?),
+            None => (None, None),
+        };
+        let runs: u64 = self
+            .conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| self.err(e))?;
+        let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Ok(StoreStats {
+            events,
+            first_wall_ns,
+            last_wall_ns,
+            used_bytes: self.used_bytes()?,
+            file_bytes,
+            runs,
+        })
+    }
+
+    /// The highest event id with `wall_ns < cutoff`, by bisection over ids
+    /// (wall times grow with ids, up to the small reordering of one batch).
+    fn last_id_before(&self, cutoff: i64, lo: i64, hi: i64) -> Result<Option<i64>, StoreError> {
+        let wall_at_or_after = |id: i64| -> Result<Option<(i64, i64)>, StoreError> {
+            self.conn
+                .query_row(
+                    "SELECT id, wall_ns FROM events WHERE id >= ?1 ORDER BY id LIMIT 1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| self.err(e))
+        };
+        match wall_at_or_after(lo)? {
+            Some((_, w)) if w < cutoff => {}
+            _ => return Ok(None),
+        }
+        let (mut good, mut bad) = (lo, hi + 1);
+        while bad - good > 1 {
+            let mid = good + (bad - good) / 2;
+            match wall_at_or_after(mid)? {
+                Some((id, w)) if w < cutoff => good = id.max(mid),
+                _ => bad = mid,
+            }
+        }
+        Ok(Some(good))
+    }
+
+    /// The id up to which retention should delete now (`None`: nothing).
+    pub fn retention_boundary(
+        &self,
+        r: &Retention,
+        now_wall_ns: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some((lo, hi)) = self.id_range()? else {
+            return Ok(None);
+        };
+        let mut upto: Option<i64> = None;
+        if let Some(age) = r.max_age {
+            let cutoff =
+                now_wall_ns.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX));
+            upto = self.last_id_before(cutoff, lo, hi)?;
+        }
+        if let Some(max) = r.max_bytes {
+            let used = self.used_bytes()?;
+            if used > max {
+                // Delete enough of the oldest rows to get to 90% of the
+                // limit, at the store's average bytes per row.
+                let rows = u64::try_from(hi - lo + 1).unwrap_or(1).max(1);
+                let per_row = (used / rows).max(1);
+                let excess = used - max / 10 * 9;
+                let n = i64::try_from(excess.div_ceil(per_row)).unwrap_or(i64::MAX);
+                let by_size = lo.saturating_add(n).saturating_sub(1).min(hi);
+                upto = Some(upto.map_or(by_size, |u| u.max(by_size)));
+            }
+        }
+        Ok(upto)
+    }
+
+    /// Deletes the oldest events, at most `chunk` of them and none above id
+    /// `upto`, in one transaction. Returns how many went and whether more
+    /// remain below `upto`.
+    pub fn delete_oldest(&mut self, upto: i64, chunk: i64) -> Result<(u64, bool), StoreError> {
+        let Some((lo, _)) = self.id_range()? else {
+            return Ok((0, false));
+        };
+        let end = upto.min(lo.saturating_add(chunk.max(1)).saturating_sub(1));
+        let path = self.path.clone();
+        let err = |e| StoreError::sql(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM refs WHERE event <= ?1", [end])
+            .map_err(err)?;
+        let n = tx
+            .execute("DELETE FROM events WHERE id <= ?1", [end])
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok((n as u64, end < upto))
+    }
+
+    /// Gives up to `pages` free pages back to the file system.
+    pub fn vacuum_step(&mut self, pages: u32) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every event with `key` (in a key column or in `refs`), oldest first;
+    /// at most `limit` (the newest are kept then) and whether it was cut.
+    pub fn rows_for(&self, key: &Key, limit: usize) -> Result<(Vec<Row>, bool), StoreError> {
+        let (col, refcol) = match key {
+            Key::Container(_) => ("container", None),
+            Key::Name(_) => ("name", None),
+            Key::Pod(_) => ("pod", None),
+            Key::Path(_) => ("path", Some("path")),
+            Key::Ns(_) => ("mnt_ns", Some("mnt_ns")),
+            Key::Pid(_) => ("pid", Some("pid")),
+        };
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {col} = ?1");
+        if let Some(rc) = refcol {
+            sql.push_str(&format!(
+                " UNION SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT event FROM refs WHERE {rc} = ?1)"
+            ));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?2");
+        let value: rusqlite::types::Value = match key {
+            Key::Container(s) | Key::Name(s) | Key::Pod(s) => s.clone().into(),
+            Key::Path(p) => p.clone().into(),
+            Key::Ns(n) => i64::try_from(*n).unwrap_or(i64::MAX).into(),
+            Key::Pid(p) => i64::from(*p).into(),
+        };
+        let lim = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows: Vec<Row> = stmt
+            .query_map(params![value, lim], read_row)
+            .map_err(|e| self.err(e))?
+            .filter_map(|r| r.ok().flatten())
+            .collect();
+        let cut = rows.len() > limit;
+        rows.truncate(limit);
+        rows.reverse();
+        Ok((rows, cut))
+    }
+
+    /// Container ids starting with `prefix` (at most `limit`).
+    pub fn containers_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT container FROM events WHERE container >= ?1 AND container < ?2 LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let upper = format!("{prefix}\u{10FFFF}");
+        let ids = stmt
+            .query_map(params![prefix, upper, limit as i64], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(ids)
+    }
+
+    /// Daemon notices and store gaps between two times (inclusive).
+    pub fn daemon_rows(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE kind >= {} AND wall_ns BETWEEN ?1 AND ?2 ORDER BY wall_ns LIMIT ?3",
+            Kind::FIRST_DAEMON_CODE
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![from_ns, to_ns, limit as i64], read_row)
+            .map_err(|e| self.err(e))?
+            .filter_map(|r| r.ok().flatten())
+            .collect();
+        Ok(rows)
+    }
+
+    /// The run rows, by id (for the story's "mountleak restarted" lines).
+    pub fn runs(&self) -> Result<Vec<(i64, RunInfo)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, started_ns, boot_id, hostname, kernel, version, pid FROM runs ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let runs = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    RunInfo {
+                        started_ns: r.get(1)?,
+                        boot_id: r.get(2)?,
+                        hostname: r.get(3)?,
+                        kernel: r.get(4)?,
+                        version: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        pid: r.get::<_, Option<u32>>(6)?.unwrap_or(0),
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(runs)
+    }
+
+    /// The raw connection, for tests and benchmarks that check what is stored.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// A row; `None` for one this version cannot read (an unknown kind from a
+/// newer writer, or data that is not JSON): skipped, never fatal.
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Row>> {
+    let Some(kind) = Kind::from_code(r.get(4)?) else {
+        return Ok(None);
+    };
+    let data: String = r.get(11)?;
+    let Ok(data) = serde_json::from_str::<Value>(&data) else {
+        return Ok(None);
+    };
+    Ok(Some(Row {
+        id: r.get(0)?,
+        run: r.get(1)?,
+        wall_ns: r.get(2)?,
+        kt: r.get(3)?,
+        kind,
+        pid: r
+            .get::<_, Option<i64>>(5)?
+            .and_then(|p| u32::try_from(p).ok()),
+        mnt_ns: r
+            .get::<_, Option<i64>>(6)?
+            .and_then(|n| u64::try_from(n).ok()),
+        path: r.get(7)?,
+        container: r.get(8)?,
+        name: r.get(9)?,
+        pod: r.get(10)?,
+        data,
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn rec(i: i64, kind: Kind) -> Record {
+        Record {
+            kt: i as u64,
+            wall_ns: 1_000 + i,
+            kind,
+            pid: Some(100 + (i % 3) as u32),
+            mnt_ns: Some(4026532000 + (i % 2) as u64),
+            path: (i % 4 == 0).then(|| b"/var/lib/docker/overlay2/a/merged".to_vec()),
+            container: None,
+            name: None,
+            pod: None,
+            refs: if i == 5 {
+                vec![Ref::Ns(7), Ref::Pid(9)]
+            } else {
+                vec![]
+            },
+            data: format!("{{\"type\":\"{}\",\"i\":{i}}}", kind.as_str()),
+        }
+    }
+
+    fn temp_store() -> (tempdir::Dir, Store) {
+        let dir = tempdir::Dir::new("store");
+        let s = Store::create(&dir.path().join("sub/events.db")).unwrap();
+        (dir, s)
+    }
+
+    /// A throwaway directory for unit tests (no extra dependency).
+    pub(crate) mod tempdir {
+        use std::path::{Path, PathBuf};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        pub struct Dir(PathBuf);
+        impl Dir {
+            pub fn new(tag: &str) -> Dir {
+                let p = std::env::temp_dir().join(format!(
+                    "mountleak-unit-{tag}-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+            pub fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_is_stored_and_found_by_each_key() {
+        let (_d, mut s) = temp_store();
+        let run = s.begin_run(&RunInfo::current()).unwrap();
+        let recs: Vec<Record> = (0..12).map(|i| rec(i, Kind::Umount)).collect();
+        s.insert_batch(run, &recs).unwrap();
+        let (rows, cut) = s
+            .rows_for(
+                &Key::Path(b"/var/lib/docker/overlay2/a/merged".to_vec()),
+                100,
+            )
+            .unwrap();
+        assert!(!cut);
+        assert_eq!(rows.iter().map(|r| r.kt).collect::<Vec<_>>(), [0, 4, 8]);
+        // ns 7 only through refs.
+        let (rows, _) = s.rows_for(&Key::Ns(7), 100).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].data["i"], 5);
+        let (rows, cut) = s.rows_for(&Key::Pid(100), 2).unwrap();
+        assert!(cut);
+        // The newest are kept, oldest first.
+        assert_eq!(rows.iter().map(|r| r.kt).collect::<Vec<_>>(), [6, 9]);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        let st = s.stats().unwrap();
+        assert_eq!((st.events, st.runs), (12, 1));
+        assert_eq!(
+            (st.first_wall_ns, st.last_wall_ns),
+            (Some(1000), Some(1011))
+        );
+    }
+
+    #[test]
+    fn retention_by_age_deletes_the_oldest_in_chunks() {
+        let (_d, mut s) = temp_store();
+        let run = s.begin_run(&RunInfo::default()).unwrap();
+        let recs: Vec<Record> = (0..100).map(|i| rec(i, Kind::Mount)).collect();
+        s.insert_batch(run, &recs).unwrap();
+        let r = Retention {
+            max_age: Some(Duration::from_nanos(30)),
+            max_bytes: None,
+        };
+        // now = 1100: keep wall >= 1070, i.e. i >= 70.
+        let upto = s.retention_boundary(&r, 1_100).unwrap().unwrap();
+        let mut more = true;
+        let mut deleted = 0;
+        while more {
+            let (n, m) = s.delete_oldest(upto, 16).unwrap();
+            deleted += n;
+            more = m;
+        }
+        assert_eq!(deleted, 70);
+        let (rows, _) = s.rows_for(&Key::Ns(7), 10).unwrap();
+        assert!(rows.is_empty(), "refs of deleted events go too");
+        assert_eq!(s.stats().unwrap().first_wall_ns, Some(1070));
+        assert_eq!(s.retention_boundary(&r, 1_100).unwrap(), None);
+    }
+
+    #[test]
+    fn retention_by_size_gets_under_the_limit() {
+        let (_d, mut s) = temp_store();
+        let run = s.begin_run(&RunInfo::default()).unwrap();
+        let big = "x".repeat(400);
+        let recs: Vec<Record> = (0..5000)
+            .map(|i| Record {
+                data: format!("{{\"pad\":\"{big}\",\"i\":{i}}}"),
+                ..rec(i, Kind::Mount)
+            })
+            .collect();
+        s.insert_batch(run, &recs).unwrap();
+        let used = s.used_bytes().unwrap();
+        let max = used / 2;
+        let r = Retention {
+            max_age: None,
+            max_bytes: Some(max),
+        };
+        let upto = s.retention_boundary(&r, 0).unwrap().unwrap();
+        while s.delete_oldest(upto, 1000).unwrap().1 {}
+        s.vacuum_step(100_000).unwrap();
+        let after = s.used_bytes().unwrap();
+        assert!(after <= max, "{after} > {max}");
+        assert!(s.stats().unwrap().events > 1000);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn opening_what_is_not_a_store_says_so() {
+        let d = tempdir::Dir::new("bad");
+        let missing = d.path().join("nope.db");
+        let e = Store::open_existing(&missing).err().unwrap();
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("no event store"), "{e}");
+        let junk = d.path().join("junk.db");
+        std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
+        let e = Store::open_existing(&junk).err().unwrap();
+        assert!(e.to_string().contains("not a mountleak event store"), "{e}");
+        let e = Store::open_existing(d.path()).err().unwrap();
+        assert!(e.to_string().contains("directory"), "{e}");
+        // An SQLite file of someone else's.
+        let other = d.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
+        let e = Store::open_existing(&other).err().unwrap();
+        assert!(e.to_string().contains("no mountleak tables"), "{e}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let (d, s) = temp_store();
+        s.connection()
+            .execute("UPDATE meta SET value = '99' WHERE key = 'schema'", [])
+            .unwrap();
+        drop(s);
+        let e = Store::open_existing(&d.path().join("sub/events.db"))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, StoreError::NewerSchema { found: 99, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_and_bad_json_are_skipped_not_fatal() {
+        let (_d, mut s) = temp_store();
+        let run = s.begin_run(&RunInfo::default()).unwrap();
+        s.insert_batch(run, &[rec(0, Kind::Umount)]).unwrap();
+        s.connection()
+            .execute(
+                "INSERT INTO events(run, wall_ns, kt, kind, path, data) VALUES (1, 5, 5, 250, ?1, '{}'), (1, 6, 6, 4, ?1, 'not json')",
+                [b"/var/lib/docker/overlay2/a/merged".to_vec()],
+            )
+            .unwrap();
+        let (rows, _) = s
+            .rows_for(
+                &Key::Path(b"/var/lib/docker/overlay2/a/merged".to_vec()),
+                10,
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+}
