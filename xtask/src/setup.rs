@@ -35,8 +35,13 @@ const APT_PACKAGES: &[&str] = &[
     // runtime (crun does not work on this VM's hybrid cgroups).
     "containerd",
     "runc",
-    // A static busybox: the rootfs of the images the containerd tests build
-    // and import (no registry is reachable), and the CRI sandbox's "pause".
+    // dockerd and the docker CLI (20.10 on Debian 12, Engine API 1.41; it
+    // brings containerd and runc too). The Docker tests start their own
+    // dockerd by hand (tests/support/docker.rs); apt starts no service here.
+    "docker.io",
+    // A static busybox: the rootfs of the images the containerd and Docker
+    // tests build and import (no registry is reachable), and the CRI
+    // sandbox's "pause".
     "busybox-static",
 ];
 
