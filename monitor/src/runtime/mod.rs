@@ -66,27 +66,87 @@ impl Default for Backoff {
     }
 }
 
-/// Starts the adapter of every configured runtime; returns their status
-/// channels.
+/// Starts the adapter of every configured runtime (an empty socket path
+/// turns one off); returns their status channels.
 pub fn spawn(
-    _cfg: &crate::config::Config,
-    _sink: Sink,
+    cfg: &crate::config::Config,
+    sink: Sink,
 ) -> Vec<tokio::sync::watch::Receiver<RuntimeStatus>> {
-    // Wired to the Docker and containerd adapters as they land.
-    Vec::new()
+    let mut out = Vec::new();
+    let r = &cfg.runtimes;
+    if !r.docker_socket.as_os_str().is_empty() {
+        let (tx, rx) = tokio::sync::watch::channel(RuntimeStatus {
+            runtime: "docker",
+            ..RuntimeStatus::default()
+        });
+        let dcfg = docker::DockerConfig {
+            socket: r.docker_socket.clone(),
+        };
+        tokio::spawn(docker::run(dcfg, sink.clone(), tx));
+        out.push(rx);
+    }
+    if !r.containerd_socket.as_os_str().is_empty() {
+        let (tx, rx) = tokio::sync::watch::channel(RuntimeStatus {
+            runtime: "containerd",
+            ..RuntimeStatus::default()
+        });
+        tokio::spawn(containerd::run(containerd_config(cfg), sink, tx));
+        out.push(rx);
+    }
+    out
+}
+
+fn containerd_config(cfg: &crate::config::Config) -> containerd::ContainerdConfig {
+    let r = &cfg.runtimes;
+    containerd::ContainerdConfig {
+        socket: r.containerd_socket.clone(),
+        namespaces: r.containerd_namespaces.clone(),
+        skip_namespaces: r.containerd_skip_namespaces.clone(),
+        ..containerd::ContainerdConfig::default()
+    }
 }
 
 /// Asks every configured runtime about a `mountleak check` target. Returns
 /// the containers found and, for runtimes that could not be asked, why.
+/// A socket that does not exist is an engine that is not installed here:
+/// not worth a note.
 pub async fn lookup(
-    _cfg: &crate::config::Config,
-    _target: &crate::check::Target,
+    cfg: &crate::config::Config,
+    target: &crate::check::Target,
 ) -> (Vec<monitor_model::ContainerInfo>, Vec<String>) {
-    // Wired to the Docker and containerd adapters as they land.
-    (
-        Vec::new(),
-        vec!["runtime lookups are not wired yet".to_string()],
-    )
+    use crate::check::Target;
+    let r = &cfg.runtimes;
+    let mut found = Vec::new();
+    let mut unreachable = Vec::new();
+    let name = match target {
+        Target::Container(s) => s.clone(),
+        Target::Pod { namespace, name } => format!("{namespace}/{name}"),
+        Target::Path(_) => return (found, unreachable),
+    };
+    if matches!(target, Target::Container(_)) && r.docker_socket.exists() {
+        match docker::lookup(
+            &docker::DockerConfig {
+                socket: r.docker_socket.clone(),
+            },
+            &name,
+        )
+        .await
+        {
+            Ok(Some(info)) => found.push(info),
+            Ok(None) => {}
+            Err(e) => unreachable.push(format!("docker ({}): {e}", r.docker_socket.display())),
+        }
+    }
+    if found.is_empty() && r.containerd_socket.exists() {
+        match containerd::lookup(&containerd_config(cfg), &name).await {
+            Ok(infos) => found.extend(infos),
+            Err(e) => unreachable.push(format!(
+                "containerd ({}): {e}",
+                r.containerd_socket.display()
+            )),
+        }
+    }
+    (found, unreachable)
 }
 
 #[cfg(test)]
