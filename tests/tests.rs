@@ -7,6 +7,9 @@
 /// `mountleak run --json` on real leaks: the daemon's story with and
 /// without probes, failed removals, lost events, no privileges.
 mod daemon;
+/// `mountleak doctor --json`: fixture trees of real-world unit files
+/// (`--root`) and, as root, this machine's mounts and namespaces in a lab.
+mod doctor;
 /// Self-tests of `support`: the lab does what the other tests assume.
 mod lab;
 /// `mountleak scan --json` on real leaks: findings, exit codes, remedies
