@@ -49,7 +49,7 @@ use containerd_client::tonic::{Code, Request, Status};
 use containerd_client::types::v1::Process;
 use containerd_client::types::Envelope;
 use monitor_model::{ContainerEvent, ContainerInfo, Dev, Input, Ktime};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use self::map::{Change, Match};
@@ -70,6 +70,10 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A session that lasted this long resets the backoff: containerd was up,
 /// so the next failure starts again from a short delay.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// Events buffered between the subscription and the session: a burst
+/// during the inventory waits here (and then in containerd).
+const EVENT_BUFFER: usize = 1024;
 
 /// containerd's namespace header (containerd `namespaces/grpc.go`).
 const NAMESPACE_HEADER: &str = "containerd-namespace";
@@ -294,7 +298,7 @@ pub async fn lookup(
             let tasks = list_tasks(&channel, &ns).await?;
             state_dir = state_dir.or_else(|| discover_state_dir(&tasks));
             for (how, c) in matched {
-                let task = tasks.iter().find(|t| t.container_id == c.id).cloned();
+                let task = map::task_of(&tasks, &c.id).cloned();
                 found.push((how, ns.clone(), c, task));
             }
         }
@@ -365,21 +369,21 @@ impl Session<'_> {
         state: &mut RuntimeStatus,
         sessions: &mut u64,
     ) -> Result<std::convert::Infallible, End> {
+        // Subscribing first: events that happen while the inventory is read
+        // wait in the stream and are applied after it. The subscription
+        // runs in a task of its own because containerd sends no response
+        // headers until the first event (its handler never calls
+        // SendHeader), so awaiting the call itself would wait for one.
+        let (events_tx, mut events) = mpsc::channel(EVENT_BUFFER);
+        let _pump = AbortOnDrop(tokio::spawn(pump_events(self.channel.clone(), events_tx)));
+        // The request is on the wire now; containerd registers the
+        // subscription when it reads it, and reads the requests of one
+        // connection in order, so the Version round trip that follows lets
+        // the registration happen before the inventory's reads.
         let version = call(
             "Version",
             None,
             VersionClient::new(self.channel.clone()).version(()),
-        )
-        .await?;
-        // Subscribing first: events that happen while the inventory is read
-        // wait in the stream and are applied after it. No namespace header:
-        // the subscription then spans every namespace (events.proto).
-        let mut events = call(
-            "Subscribe",
-            None,
-            EventsClient::new(self.channel.clone()).subscribe(SubscribeRequest {
-                filters: map::TOPIC_FILTERS.iter().map(|f| f.to_string()).collect(),
-            }),
         )
         .await?;
 
@@ -401,10 +405,10 @@ impl Session<'_> {
         );
 
         loop {
-            let envelope = match events.message().await {
-                Ok(Some(envelope)) => envelope,
-                Ok(None) => return Err(ContainerdError::StreamEnded.into()),
-                Err(status) => return Err(ContainerdError::call("events", None, &status).into()),
+            let envelope = match events.recv().await {
+                Some(Ok(envelope)) => envelope,
+                Some(Err(err)) => return Err(err.into()),
+                None => return Err(ContainerdError::StreamEnded.into()),
             };
             self.on_event(envelope).await?;
         }
@@ -426,7 +430,7 @@ impl Session<'_> {
             let tasks = list_tasks(&channel, ns).await?;
             self.correct_state_dir(discover_state_dir(&tasks));
             for c in containers {
-                let task = tasks.iter().find(|t| t.container_id == c.id);
+                let task = map::task_of(&tasks, &c.id);
                 let key = (ns.clone(), c.id.clone());
                 let ran = self.tracker.known.get(&key).is_some_and(|k| k.ran);
                 let info = map::container_info(ns, &self.tracker.state_dir, &c, task, ran);
@@ -580,6 +584,46 @@ fn started(task: Option<&Process>) -> bool {
             Ok(Status::Created | Status::Unknown)
         )
     })
+}
+
+/// Subscribes to containerd's events (all namespaces: no namespace header,
+/// events.proto) and forwards them, then the error that ended the stream.
+async fn pump_events(channel: Channel, tx: mpsc::Sender<Result<Envelope, ContainerdError>>) {
+    let request = SubscribeRequest {
+        filters: map::TOPIC_FILTERS.iter().map(|f| f.to_string()).collect(),
+    };
+    let ended = async {
+        // No timeout: the answer comes with the first event.
+        let mut stream = EventsClient::new(channel)
+            .subscribe(request)
+            .await
+            .map_err(|status| ContainerdError::call("Subscribe", None, &status))?
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(envelope)) => {
+                    if tx.send(Ok(envelope)).await.is_err() {
+                        // The session is gone; nothing to report to.
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Err(ContainerdError::StreamEnded),
+                Err(status) => return Err(ContainerdError::call("events", None, &status)),
+            }
+        }
+    };
+    if let Err(err) = ended.await {
+        let _ = tx.send(Err(err)).await;
+    }
+}
+
+/// Aborts a task when the session that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn connect(socket: &Path) -> Result<Channel, ContainerdError> {

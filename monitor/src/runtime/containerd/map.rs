@@ -120,6 +120,19 @@ pub fn container_info(
     }
 }
 
+/// A container's task among those `ListTasks` returned. containerd 1.6
+/// fills only `id` there (the init process's id, which is the container
+/// id) and leaves `container_id` empty; later versions may fill both.
+pub fn task_of<'a>(tasks: &'a [Process], container_id: &str) -> Option<&'a Process> {
+    tasks.iter().find(|t| {
+        if t.container_id.is_empty() {
+            t.id == container_id
+        } else {
+            t.container_id == container_id
+        }
+    })
+}
+
 /// `cri` for what the CRI plugin made (its kind label, in its namespace),
 /// `containerd` for everything else.
 pub fn runtime_of(namespace: &str, labels: &HashMap<String, String>) -> &'static str {
@@ -564,6 +577,28 @@ mod tests {
         let cri = container("b", pod_labels("container"), CRI_SPEC);
         let i = container_info("k8s.io", Path::new(STATE), &cri, None, false);
         assert_eq!((i.state, i.pid), (ContainerState::Stopped, None));
+    }
+
+    #[test]
+    fn tasks_are_found_with_or_without_container_id() {
+        // containerd 1.6's ListTasks: `id` only.
+        let old = Process {
+            id: "a".into(),
+            pid: 1,
+            ..Default::default()
+        };
+        let new = task("b", Status::Running, 2);
+        let exec = Process {
+            container_id: "c".into(),
+            id: "exec-1".into(),
+            ..Default::default()
+        };
+        let tasks = [old, new, exec];
+        assert_eq!(task_of(&tasks, "a").map(|t| t.pid), Some(1));
+        assert_eq!(task_of(&tasks, "b").map(|t| t.pid), Some(2));
+        assert_eq!(task_of(&tasks, "exec-1"), None);
+        assert_eq!(task_of(&tasks, "c").map(|t| t.id.as_str()), Some("exec-1"));
+        assert_eq!(task_of(&tasks, "z"), None);
     }
 
     #[test]
