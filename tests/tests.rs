@@ -4,6 +4,10 @@
 //! `cargo test` as a user passes and says why they did not run;
 //! `cargo xtask test` (what CI runs, as root) runs them all.
 
+/// containerd for real: the adapter against a standalone containerd (ctr
+/// and its CRI plugin driven like kubelet), and `mountleak run` naming the
+/// container and pod in its warnings (issue 3).
+mod containerd;
 /// `mountleak run --json` on real leaks: the daemon's story with and
 /// without probes, failed removals, lost events, no privileges.
 mod daemon;

@@ -21,6 +21,10 @@
 // Helpers shared by several test modules; each module uses a subset.
 #![allow(dead_code)]
 
+/// A standalone containerd (ctr and CRI), its images and a kubelet-like
+/// CRI client.
+pub mod containerd;
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
