@@ -164,6 +164,22 @@ pub struct RunArgs {
     /// Keep no event history (no `mountleak timeline`).
     #[arg(long)]
     pub no_store: bool,
+    /// Send OpenTelemetry traces over OTLP ([export] traces = true). Endpoint, protocol, headers
+    /// and TLS from [export] or the standard OTEL_EXPORTER_OTLP_* variables.
+    #[arg(long, visible_alias = "export-traces")]
+    pub otlp: bool,
+    /// OTLP collector URL (e.g. http://127.0.0.1:4317); implies --otlp.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http/protobuf; implies --otlp.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    pub otlp_protocol: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on this address (default 127.0.0.1:9633).
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "no_metrics")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve no metrics or health endpoints.
+    #[arg(long)]
+    pub no_metrics: bool,
     /// Stop after this long (for tests and benchmarks). Default: until SIGINT/SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
     pub exit_after: Option<Duration>,
@@ -230,6 +246,21 @@ impl RunArgs {
         }
         if self.no_store {
             cfg.store.enabled = false;
+        }
+        if self.otlp || self.otlp_endpoint.is_some() || self.otlp_protocol.is_some() {
+            cfg.export.traces = true;
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            cfg.export.endpoint = e.clone();
+        }
+        if let Some(p) = &self.otlp_protocol {
+            cfg.export.protocol = p.clone();
+        }
+        if let Some(a) = self.metrics_listen {
+            cfg.metrics.listen = a.to_string();
+        }
+        if self.no_metrics {
+            cfg.metrics.enabled = false;
         }
     }
 }

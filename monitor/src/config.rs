@@ -75,6 +75,44 @@ path = "/var/lib/mountleak/events.db"
 max_age = "30d"
 max_size_mib = 1024
 
+[export]
+# OpenTelemetry traces over OTLP (also --otlp): one trace per container
+# lifecycle, findings as span events. Off by default.
+traces = false
+# "grpc" (port 4317) or "http/protobuf" (port 4318). Empty: the standard
+# OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+protocol = ""
+# Collector URL, e.g. "http://jaeger:4317"; https:// turns TLS on. Empty:
+# OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else
+# http://localhost:4317 (grpc) or http://localhost:4318/v1/traces (http).
+endpoint = ""
+# Extra request headers (e.g. { authorization = "Bearer ..." }), added to
+# OTEL_EXPORTER_OTLP_TRACES_HEADERS / OTEL_EXPORTER_OTLP_HEADERS.
+headers = {}
+# Per-export timeout. Empty: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT /
+# OTEL_EXPORTER_OTLP_TIMEOUT (ms), else 10s.
+timeout = ""
+# TLS (PEM files). Empty: OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE /
+# OTEL_EXPORTER_OTLP_CERTIFICATE (CA), ..._CLIENT_CERTIFICATE and
+# ..._CLIENT_KEY (mutual TLS); else the system's roots.
+ca_file = ""
+client_cert = ""
+client_key = ""
+# Finished spans waiting for the exporter. A down or slow collector never
+# blocks detection: beyond this many, spans are dropped and counted
+# (mountleak_export_dropped_spans_total).
+queue_size = 2048
+# Spans per export request, and how long to gather them.
+max_batch = 512
+batch_delay = "1s"
+
+[metrics]
+# Prometheus text at /metrics, liveness at /healthz, readiness (the startup
+# scan is done) at /readyz. Loopback only unless you say otherwise, e.g.
+# "0.0.0.0:9633" inside a pod (also --metrics-listen, --no-metrics).
+enabled = true
+listen = "127.0.0.1:9633"
+
 [output]
 # "human" or "json" (JSON lines for `run`, one document for `scan`).
 format = "human"
@@ -87,7 +125,64 @@ pub struct Config {
     pub daemon: Daemon,
     pub runtimes: Runtimes,
     pub store: Store,
+    pub export: Export,
+    pub metrics: Metrics,
     pub output: Output,
+}
+
+/// `[export]`: OpenTelemetry traces (see `sinks::otel`). Empty strings and
+/// `None` leave the choice to the standard `OTEL_EXPORTER_OTLP_*` variables.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Export {
+    pub traces: bool,
+    pub protocol: String,
+    pub endpoint: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(with = "humantime_serde_compat::optional")]
+    pub timeout: Option<Duration>,
+    pub ca_file: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub queue_size: usize,
+    pub max_batch: usize,
+    #[serde(with = "humantime_serde_compat")]
+    pub batch_delay: Duration,
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Export {
+            traces: false,
+            protocol: String::new(),
+            endpoint: String::new(),
+            headers: Default::default(),
+            timeout: None,
+            ca_file: PathBuf::new(),
+            client_cert: PathBuf::new(),
+            client_key: PathBuf::new(),
+            queue_size: 2048,
+            max_batch: 512,
+            batch_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus and health endpoints (see `sinks::metrics`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    pub enabled: bool,
+    pub listen: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            enabled: true,
+            listen: "127.0.0.1:9633".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -296,6 +391,30 @@ impl Config {
                 format!("{kib} must be a power of two, at least 16"),
             ));
         }
+        if !matches!(self.export.protocol.as_str(), "" | "grpc" | "http/protobuf") {
+            return Err(invalid(
+                "export.protocol",
+                format!(
+                    "{:?}: expected \"grpc\" or \"http/protobuf\" (http/json is not supported)",
+                    self.export.protocol
+                ),
+            ));
+        }
+        if self.export.queue_size == 0 || self.export.max_batch == 0 {
+            return Err(invalid(
+                "export.queue_size/max_batch",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.metrics.enabled && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "metrics.listen",
+                format!(
+                    "{:?} is not an address:port such as \"127.0.0.1:9633\"",
+                    self.metrics.listen
+                ),
+            ));
+        }
         if self.daemon.poll_interval.is_zero() || self.daemon.rescan_interval.is_zero() {
             return Err(invalid(
                 "daemon.poll_interval/rescan_interval",
@@ -342,6 +461,25 @@ mod humantime_serde_compat {
                 "{s:?} is not a duration ({e}); write e.g. \"2s\" or \"500ms\""
             ))
         })
+    }
+
+    /// An empty string is "not set" (`None`).
+    pub mod optional {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let s = String::deserialize(d)?;
+            if s.trim().is_empty() {
+                return Ok(None);
+            }
+            humantime::parse_duration(&s).map(Some).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}); write e.g. \"10s\", or \"\" for the default"
+                ))
+            })
+        }
     }
 }
 
