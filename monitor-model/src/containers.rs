@@ -281,6 +281,7 @@ impl Model {
             Some(a) => a.id.clone(),
             None => self.take_finding_id(),
         };
+        let (holders, more_holders) = crate::finding::cap_holders(holders);
         let remedy = crate::report::remedies(&self.cfg, &mount, &holders, kind);
         let summary = crate::report::summarize(kind, &mount, &holders);
         Some(Finding {
@@ -288,6 +289,7 @@ impl Model {
             kind,
             at: self.now,
             summary,
+            more_holders,
             mount,
             holders,
             consequence: c,
@@ -369,6 +371,7 @@ impl Model {
                 Some(a) => a.id.clone(),
                 None => self.take_finding_id(),
             };
+            let (holders, more_holders) = crate::finding::cap_holders(holders);
             let remedy =
                 crate::report::remedies(&self.cfg, &mount, &holders, FindingKind::FailedRemoval);
             let summary = crate::report::summarize(FindingKind::FailedRemoval, &mount, &holders);
@@ -377,6 +380,7 @@ impl Model {
                 kind: FindingKind::FailedRemoval,
                 at,
                 summary,
+                more_holders,
                 consequence: crate::finding::Consequence {
                     kind: ConsequenceKind::RemovalFailsEbusy,
                     text: format!("{runtime} could not remove {name}: {message}"),

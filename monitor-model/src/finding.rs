@@ -8,6 +8,21 @@ use crate::input::{Dev, Ktime, NsId, Pid};
 use crate::kernel::KernelFacts;
 use crate::path::PathBytes;
 
+/// Holders listed per finding; the rest are counted in `more_holders`, so a
+/// filesystem held by thousands of short-lived namespaces stays readable.
+pub const MAX_HOLDERS: usize = 32;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Keeps the first [`MAX_HOLDERS`] holders; returns them and how many more.
+pub fn cap_holders(mut holders: Vec<Holder>) -> (Vec<Holder>, usize) {
+    let more = holders.len().saturating_sub(MAX_HOLDERS);
+    holders.truncate(MAX_HOLDERS);
+    (holders, more)
+}
+
 /// The four things worth telling a person.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,6 +68,9 @@ pub struct Finding {
     pub summary: String,
     pub mount: MountRef,
     pub holders: Vec<Holder>,
+    /// Holders not listed (a finding lists at most [`MAX_HOLDERS`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_holders: usize,
     pub consequence: Consequence,
     /// Commands and advice, most direct first.
     pub remedy: Vec<String>,

@@ -299,6 +299,8 @@ impl Model {
                     }
                 }
                 self.collect_garbage();
+                self.evaluate(out);
+                self.release_held_back(out);
             }
         }
         self.evaluate(out);

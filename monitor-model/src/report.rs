@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::finding::{
-    consequence, unit_from_cgroup, Consequence, ConsequenceKind, FailedCall, Finding, FindingKind,
-    HoldKind, Holder, HolderProcess, MountRef, ProcessRef,
+    cap_holders, consequence, unit_from_cgroup, Consequence, ConsequenceKind, FailedCall, Finding,
+    FindingKind, HoldKind, Holder, HolderProcess, MountRef, ProcessRef,
 };
 use crate::input::{Ktime, NsId, Pid, PinKind, SyscallEvent};
 use crate::path::PathBytes;
@@ -24,7 +24,17 @@ pub(crate) struct Active {
     /// Who holds it: a change here is news; other changes are not.
     pub key: HolderKey,
     pub last: Finding,
+    /// When `last` (or an earlier version) was last put out.
+    pub emitted_at: Ktime,
+    /// `last` changed since it was put out; it goes out at the next tick
+    /// after [`UPDATE_EVERY`].
+    pub held_back: bool,
 }
+
+/// A finding whose holders keep changing (thousands of short-lived
+/// namespaces copying one overlay) is re-announced at most this often; a
+/// change of kind (risk → leak → resolved) goes out at once.
+pub(crate) const UPDATE_EVERY: Ktime = 1_000_000_000;
 
 /// What holds a filesystem right now, if anything worth reporting. Entries
 /// are `(namespace, index into its entries)`, valid until the state changes.
@@ -191,6 +201,18 @@ impl Model {
         }
     }
 
+    /// Puts out the updates held back by [`UPDATE_EVERY`] whose time came.
+    pub(crate) fn release_held_back(&mut self, out: &mut Vec<Output>) {
+        let now = self.now;
+        for a in self.active.values_mut() {
+            if a.held_back && now.saturating_sub(a.emitted_at) >= UPDATE_EVERY {
+                a.held_back = false;
+                a.emitted_at = now;
+                out.push(Output::Finding(Box::new(a.last.clone())));
+            }
+        }
+    }
+
     /// Counts the namespaces open findings name (see `Model::named`).
     fn name_holders(&mut self, key: &HolderKey, add: bool) {
         for (ns, ..) in key {
@@ -239,7 +261,21 @@ impl Model {
                 let Some(finding) = self.build(id, &status, finding_id.clone()) else {
                     return;
                 };
-                out.push(Output::Finding(Box::new(finding.clone())));
+                // Only churn among several holders waits: a change of what
+                // will happen (the consequence) or of a single holder is news.
+                let hold_back = self.active.get(&id).is_some_and(|a| {
+                    a.kind == kind
+                        && a.last.consequence.kind == finding.consequence.kind
+                        && a.key.len().max(key.len()) > 1
+                        && self.now.saturating_sub(a.emitted_at) < UPDATE_EVERY
+                });
+                let emitted_at = match self.active.get(&id) {
+                    Some(a) if hold_back => a.emitted_at,
+                    _ => self.now,
+                };
+                if !hold_back {
+                    out.push(Output::Finding(Box::new(finding.clone())));
+                }
                 self.name_holders(&key, true);
                 if let Some(old) = self.active.insert(
                     id,
@@ -248,6 +284,8 @@ impl Model {
                         kind,
                         key,
                         last: finding,
+                        emitted_at,
+                        held_back: hold_back,
                     },
                 ) {
                     self.name_holders(&old.key, false);
@@ -314,6 +352,7 @@ impl Model {
             Status::Leak(entries) => (FindingKind::Leak, self.copy_holders(fs, entries)),
             Status::Pinned => (FindingKind::Leak, self.pin_holders(fs)),
         };
+        let (holders, more_holders) = cap_holders(holders);
         let pinned_later = holders.iter().any(|h| !h.busy.is_empty());
         let detached = matches!(status, Status::Pinned);
         let consequence = if busy_receiver(&holders) && kind == FindingKind::Risk {
@@ -338,6 +377,7 @@ impl Model {
             summary,
             mount,
             holders,
+            more_holders,
             consequence,
             remedy,
             failed_call: None,
@@ -602,6 +642,7 @@ impl Model {
         } else {
             "Removing the mountpoint failed with EBUSY.".to_string()
         };
+        let (holders, more_holders) = cap_holders(holders);
         let mut remedy = remedies(&self.cfg, &mount, &holders, FindingKind::FailedRemoval);
         if holders.is_empty() {
             remedy.insert(
@@ -622,6 +663,7 @@ impl Model {
                 .unwrap_or_default()
         );
         Finding {
+            more_holders,
             id: finding_id,
             kind: FindingKind::FailedRemoval,
             at: ev.end,
@@ -660,6 +702,7 @@ pub(crate) fn failed_unknown(cfg: &ModelConfig, id: String, f: FailedOnUnknown<'
         unmounted_at: None,
     };
     Finding {
+        more_holders: 0,
         id,
         kind: FindingKind::FailedRemoval,
         at: f.ev.end,

@@ -1293,3 +1293,35 @@ fn a_busy_slave_copy_is_a_risk_because_the_umount_will_fail() {
         f[0].summary
     );
 }
+
+/// Thousands of short-lived namespaces copying one overlay: the finding is
+/// re-announced at most once a second, and lists at most MAX_HOLDERS.
+#[test]
+fn holder_churn_is_coalesced_and_capped() {
+    let mut m = model();
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    let mut emitted = 0;
+    for i in 0..200u64 {
+        let t = 20 * SEC + i * 10 * MS;
+        let pid = 5000 + i as u32;
+        let mut out = m.apply(&unshare(t, &task(pid, "job"), HOST, 4026540000 + i));
+        out.extend(m.apply(&make(
+            t + 1000,
+            &task(pid, "job"),
+            4026540000 + i,
+            "/",
+            MS_REC | MS_PRIVATE,
+        )));
+        out.extend(m.apply(&Input::Tick { now: t + 5 * MS }));
+        emitted += findings(&out).len();
+    }
+    let out = m.apply(&Input::Tick { now: 30 * SEC });
+    emitted += findings(&out).len();
+    // 200 new holders over 2 s (each ripe 2 s after its unshare): a handful of
+    // announcements, not 200.
+    assert!(emitted <= 6, "{emitted} announcements");
+    let f = m.open_findings();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].holders.len(), crate::finding::MAX_HOLDERS);
+    assert_eq!(f[0].holders.len() + f[0].more_holders, 200);
+}

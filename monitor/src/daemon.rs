@@ -100,6 +100,12 @@ pub async fn run<W: Write + Send + 'static>(
         mount_tracefs_if_missing();
     }
     let (probes, degraded) = load_probes(&cfg)?;
+    // Loading parsed the kernel's 5 MB BTF twice; give that heap back (the
+    // allocator keeps ~18 MiB otherwise: BENCHMARKS.md, memory).
+    // SAFETY: glibc's malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     if let Some(reason) = &degraded {
         warn!(%reason, "running without eBPF: periodic /proc reconciliation only");
         let message = format!(

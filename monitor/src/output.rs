@@ -107,6 +107,7 @@ pub fn finding_json(f: &Finding) -> Value {
         "holders".into(),
         Value::Array(f.holders.iter().map(holder_json).collect()),
     );
+    o.insert("more_holders".into(), json!(f.more_holders));
     o.insert("consequence".into(), json!(f.consequence));
     o.insert("remedy".into(), json!(f.remedy));
     if let Some(call) = &f.failed_call {
@@ -210,6 +211,12 @@ pub fn finding_text(f: &Finding) -> String {
                 }
             ));
         }
+    }
+    if f.more_holders > 0 {
+        s.push_str(&format!(
+            "  and {} more holders (see --json)\n",
+            f.more_holders
+        ));
     }
     if let Some(call) = &f.failed_call {
         s.push_str(&format!(
