@@ -13,14 +13,38 @@ use serde_json::Value;
 use crate::ebpf::Counters;
 use crate::runtime::RuntimeStatus;
 
+pub mod metrics;
+pub mod otel;
 pub mod stdout;
 
 /// The sinks the configuration asks for, besides stdout.
 pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    use anyhow::Context;
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     // The event store behind `mountleak timeline` (`[store]`).
-    sinks
-        .extend(crate::timeline::StoreSink::from_config(cfg).map(|s| Box::new(s) as Box<dyn Sink>));
+    let store = crate::timeline::StoreSink::from_config(cfg);
+    // Its write counters, for the metrics endpoint.
+    let store_stats = store.as_ref().map(|s| s.handle());
+    sinks.extend(store.map(|s| Box::new(s) as Box<dyn Sink>));
+    // Traces first: the metrics endpoint shows the exporter's drop counts.
+    let export_stats = cfg.export.traces.then(otel::ExportStats::new);
+    if let Some(stats) = &export_stats {
+        let sink = otel::OtelSink::start(cfg, std::sync::Arc::clone(stats))
+            .context("setting up OTLP trace export ([export], OTEL_EXPORTER_OTLP_*)")?;
+        sinks.push(Box::new(sink));
+    }
+    if cfg.metrics.enabled {
+        // Validated with the config; a taken port must not stop detection:
+        // say so and run without the endpoints.
+        if let Ok(addr) = cfg.metrics.listen.parse() {
+            match metrics::MetricsSink::start(addr, export_stats, store_stats) {
+                Ok(sink) => sinks.push(Box::new(sink)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "running without the metrics and health endpoints")
+                }
+            }
+        }
+    }
     Ok(sinks)
 }
 
