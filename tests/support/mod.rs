@@ -24,6 +24,8 @@
 /// A standalone containerd (ctr and CRI), its images and a kubelet-like
 /// CRI client.
 pub mod containerd;
+/// A real dockerd, namespace holders made from the host, JSON-line readers.
+pub mod docker;
 
 use std::ffi::OsStr;
 use std::fmt;
