@@ -1294,6 +1294,51 @@ mod tests {
         task.abort();
     }
 
+    /// Docker says nothing when `docker rm` fails: the container turns
+    /// `dead`. The poll finds it and sends `Seen` with `Dead` once, not at
+    /// every poll.
+    #[tokio::test]
+    async fn dead_containers_are_found_by_polling_and_sent_once() {
+        let engine = fake::start(
+            |path| match path {
+                "/version" => Reply::Json(200, VERSION.into()),
+                "/info" => Reply::Json(200, INFO.into()),
+                // The dead filter arrives URL-encoded inside `filters=`.
+                p if p.starts_with("/containers/json?") && p.contains("dead") => {
+                    Reply::Json(200, r#"[{"Id":"d1"}]"#.into())
+                }
+                p if p.starts_with("/containers/json") => Reply::Json(200, "[]".into()),
+                "/containers/d1/json" => Reply::Json(200, inspect_json("d1", "dead")),
+                p if p.starts_with("/events") => Reply::Stream(Vec::new()),
+                _ => Reply::Json(404, r#"{"message":"page not found"}"#.into()),
+            },
+            "/containers/json?",
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let (status_tx, _status_rx) = watch::channel(RuntimeStatus::default());
+        let cfg = DockerConfig {
+            socket: engine.socket.clone(),
+        };
+        let task = tokio::spawn(run(cfg, tx, status_tx));
+        assert!(matches!(
+            next(&mut rx).await,
+            ContainerEvent::Inventory { .. }
+        ));
+        match next(&mut rx).await {
+            ContainerEvent::Seen { info, .. } => {
+                assert_eq!(info.id, "d1");
+                assert_eq!(info.state, ContainerState::Dead);
+            }
+            other => panic!("expected d1 seen dead, got {other:?}"),
+        }
+        // Two more polls: still dead, nothing new to say.
+        tokio::time::sleep(DEAD_POLL * 2 + Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "a dead container is reported once");
+        let lists = engine.requests.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(lists >= 3, "the inventory and at least two polls: {lists}");
+        task.abort();
+    }
+
     #[tokio::test]
     async fn a_failing_engine_is_retried_with_backoff_and_reported() {
         let engine = fake::start(
