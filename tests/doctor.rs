@@ -187,7 +187,10 @@ fn el7_seed_node_has_every_cause_of_the_field_report() {
             .any(|c| c.ends_with("proc/sys/fs/may_detach_mounts: fs.may_detach_mounts = 0")),
         "{kernel:#}"
     );
-    assert_eq!(kernel["fix"]["commands"][0], "sysctl -w fs.may_detach_mounts=1");
+    assert_eq!(
+        kernel["fix"]["commands"][0],
+        "sysctl -w fs.may_detach_mounts=1"
+    );
     assert_eq!(
         kernel["fix"]["files"][0]["path"],
         "/etc/sysctl.d/99-mountleak.conf"
@@ -235,7 +238,10 @@ fn el7_seed_node_has_every_cause_of_the_field_report() {
     assert!(c.contains(
         &"/etc/systemd/system/multi-user.target.wants/ntpd.service: enabled (symlink)".to_string()
     ));
-    assert_eq!(ntpd["fix"]["files"], docker["fix"]["files"], "the runtime's drop-in fixes it");
+    assert_eq!(
+        ntpd["fix"]["files"], docker["fix"]["files"],
+        "the runtime's drop-in fixes it"
+    );
     assert_eq!(
         ntpd["fix"]["commands"].as_array().unwrap().last().unwrap(),
         "systemctl restart ntpd.service"
@@ -249,7 +255,8 @@ fn el7_seed_node_has_every_cause_of_the_field_report() {
         "{c:#?}"
     );
     assert!(c.contains(
-        &"/etc/systemd/system/ceph-osd.target.wants/ceph-osd@0.service: enabled (symlink)".to_string()
+        &"/etc/systemd/system/ceph-osd.target.wants/ceph-osd@0.service: enabled (symlink)"
+            .to_string()
     ));
 
     // Installed but not enabled: it would keep copies once started.
@@ -298,7 +305,9 @@ fn debian12_node_only_the_private_dropin_is_a_finding() {
     let nginx = d.finding("service", "nginx.service");
     let c = cites(nginx);
     assert!(
-        c.contains(&"/etc/systemd/system/nginx.service.d/override.conf:3: MountFlags=private".to_string()),
+        c.contains(
+            &"/etc/systemd/system/nginx.service.d/override.conf:3: MountFlags=private".to_string()
+        ),
         "{c:#?}"
     );
     assert!(c.contains(&"/usr/lib/systemd/system/nginx.service:16: PrivateTmp=true".to_string()));
@@ -307,8 +316,14 @@ fn debian12_node_only_the_private_dropin_is_a_finding() {
         file["path"],
         "/etc/systemd/system/nginx.service.d/zz-mountleak.conf"
     );
-    assert!(file["content"].as_str().unwrap().ends_with("MountFlags=slave\n"));
-    assert_eq!(d.service("ceph-osd@1.service")["receives_host_umounts"], true);
+    assert!(file["content"]
+        .as_str()
+        .unwrap()
+        .ends_with("MountFlags=slave\n"));
+    assert_eq!(
+        d.service("ceph-osd@1.service")["receives_host_umounts"],
+        true
+    );
     assert!(d.doc["services"]
         .as_array()
         .unwrap()
@@ -398,7 +413,9 @@ fn unreadable_units_are_reported_and_a_bad_root_is_exit_2() {
         gone["summary"].as_str().unwrap().contains("cannot be read"),
         "{gone:#}"
     );
-    assert!(d.summary().contains(&triple("service", "nginx.service", "high")));
+    assert!(d
+        .summary()
+        .contains(&triple("service", "nginx.service", "high")));
 
     let missing = std::env::temp_dir().join("mountleak-doctor-no-such-root");
     let d = Doctor::tree(&missing);
@@ -427,7 +444,11 @@ fn text_report_shows_evidence_and_the_dropin() {
         "$ systemctl restart docker.service",
         "LOW unit_file: /etc/systemd/system/broken.service",
     ] {
-        assert!(d.stdout.contains(want), "missing {want:?} in:\n{}", d.stdout);
+        assert!(
+            d.stdout.contains(want),
+            "missing {want:?} in:\n{}",
+            d.stdout
+        );
     }
 }
 
@@ -460,7 +481,10 @@ fn live_private_data_dir_holder_and_bidirectional_peer() {
     let docker = dirs.iter().find(|x| x["dir"] == "/var/lib/docker").unwrap();
     assert_eq!(docker["shared"], false, "{docker:#}");
     assert!(docker["container_mounts"].as_u64().unwrap() >= 1);
-    let kubelet = dirs.iter().find(|x| x["dir"] == "/var/lib/kubelet").unwrap();
+    let kubelet = dirs
+        .iter()
+        .find(|x| x["dir"] == "/var/lib/kubelet")
+        .unwrap();
     assert_eq!(kubelet["shared"], true, "{kubelet:#}");
 
     // The private tmpfs is the evidence, whichever runtime view names it
@@ -475,11 +499,16 @@ fn live_private_data_dir_holder_and_bidirectional_peer() {
 
     let subject = format!("pid {} (sleep) in mnt ns {}", holder.pid, holder.ns);
     let h = d.finding("holder", &subject);
-    assert_eq!(h["severity"], "medium", "a risk (still mounted in the lab): {h:#}");
+    assert_eq!(
+        h["severity"], "medium",
+        "a risk (still mounted in the lab): {h:#}"
+    );
     let merged_text = merged.to_str().unwrap();
     assert!(
-        cites(h).iter().any(|c| c.starts_with(&format!("/proc/{}/mountinfo: ", holder.pid))
-            && c.contains(&format!(" {merged_text} "))),
+        cites(h).iter().any(
+            |c| c.starts_with(&format!("/proc/{}/mountinfo: ", holder.pid))
+                && c.contains(&format!(" {merged_text} "))
+        ),
         "the holder's copy line: {h:#}"
     );
     assert!(
@@ -493,14 +522,29 @@ fn live_private_data_dir_holder_and_bidirectional_peer() {
     let b = d
         .findings()
         .iter()
-        .find(|f| f["check"] == "bidirectional" && f["subject"].as_str().unwrap().starts_with(&format!("pid {} (sleep)", peer.pid)))
+        .find(|f| {
+            f["check"] == "bidirectional"
+                && f["subject"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("pid {} (sleep)", peer.pid))
+        })
         .unwrap_or_else(|| panic!("no bidirectional finding for {peer:?}:\n{}", d.stdout));
     let c = cites(b);
-    assert!(c[0].contains(" /var/lib/kubelet "), "the host's kubelet mount: {c:#?}");
-    assert!(c[1].starts_with(&format!("/proc/{}/mountinfo: ", peer.pid)), "{c:#?}");
+    assert!(
+        c[0].contains(" /var/lib/kubelet "),
+        "the host's kubelet mount: {c:#?}"
+    );
+    assert!(
+        c[1].starts_with(&format!("/proc/{}/mountinfo: ", peer.pid)),
+        "{c:#?}"
+    );
     assert!(
         !d.findings().iter().any(|f| f["check"] == "bidirectional"
-            && f["subject"].as_str().unwrap().starts_with(&format!("pid {} ", holder.pid))),
+            && f["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("pid {} ", holder.pid))),
         "a private holder is not a peer"
     );
 
@@ -511,10 +555,8 @@ fn live_private_data_dir_holder_and_bidirectional_peer() {
     cmd.args(["doctor", "--json", "--risk-grace", "0s"]);
     let after = Doctor::run(cmd);
     assert!(
-        !after
-            .findings()
-            .iter()
-            .any(|f| f["check"] == "holder" || f["check"] == "bidirectional"
+        !after.findings().iter().any(|f| f["check"] == "holder"
+            || f["check"] == "bidirectional"
                 && f["subject"].as_str().unwrap().contains(" (sleep) ")),
         "{}",
         after.stdout
