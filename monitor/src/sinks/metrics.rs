@@ -101,6 +101,9 @@ struct Metrics {
 
 pub struct MetricsSink {
     m: Metrics,
+    /// The events counters by (source, type), so the event path does not
+    /// build a label set per input (the family's map is the slow path).
+    events: std::collections::HashMap<(&'static str, &'static str), Counter>,
     shared: Arc<Shared>,
     /// The kernel's totals at the last status, to count the rise.
     last_kernel: crate::ebpf::Counters,
@@ -119,6 +122,7 @@ impl MetricsSink {
         let handle = server::serve(listen, Arc::clone(&shared))?;
         Ok(MetricsSink {
             m,
+            events: Default::default(),
             shared,
             last_kernel: Default::default(),
             _server: handle,
@@ -224,10 +228,15 @@ impl MetricsSink {
         (m, shared)
     }
 
-    fn event(&self, source: &'static str, kind: &'static str) {
-        self.m
-            .events
-            .get_or_create(&vec![("source", source.into()), ("type", kind.into())])
+    fn event(&mut self, source: &'static str, kind: &'static str) {
+        let family = &self.m.events;
+        self.events
+            .entry((source, kind))
+            .or_insert_with(|| {
+                family
+                    .get_or_create(&vec![("source", source.into()), ("type", kind.into())])
+                    .clone()
+            })
             .inc();
     }
 }
@@ -456,6 +465,7 @@ mod tests {
         let (m, shared) = MetricsSink::registry(Some(Arc::clone(&stats)), None);
         let mut sink = MetricsSink {
             m,
+            events: Default::default(),
             shared: Arc::clone(&shared),
             last_kernel: Default::default(),
             _server: server::Handle::none(),

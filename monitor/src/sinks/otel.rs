@@ -925,7 +925,11 @@ fn finding_event(f: &Finding, at: SystemTime) -> Event {
         KeyValue::new("mountleak.mount.path", f.mount.path.lossy()),
         KeyValue::new("mountleak.consequence.kind", consequence_kind(f)),
         KeyValue::new("mountleak.consequence", f.consequence.text.clone()),
-        KeyValue::new("mountleak.holders", f.holders.len() as i64),
+        // Findings list at most 32 holders; the count covers them all.
+        KeyValue::new(
+            "mountleak.holders",
+            (f.holders.len() + f.more_holders) as i64,
+        ),
         // One string, commands first: what a person pastes from Jaeger.
         KeyValue::new("mountleak.remedy", f.remedy.join("\n")),
     ];
@@ -949,7 +953,7 @@ impl OtelSink {
     ) -> Result<OtelSink, ExportError> {
         let env = |k: &str| std::env::var(k).ok();
         let settings = Settings::resolve(&cfg.export, env)?;
-        info!(to = %settings.describe(), queue = settings.queue_size, "exporting traces over OTLP");
+        info!(destination = %settings.describe(), queue = settings.queue_size, "exporting traces over OTLP");
         let resource = exporter::resource(env);
         let pipeline = Pipeline::start(settings, resource, stats)?;
         Ok(OtelSink::with_pipeline(

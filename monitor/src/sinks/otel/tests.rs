@@ -111,6 +111,7 @@ fn finding(kind: FindingKind, at: u64, owner: Option<ContainerRef>) -> Finding {
             text: "detached on removal".into(),
         },
         remedy: vec!["nsenter -t 777 -m umount /run/containerd/x/rootfs".into()],
+        more_holders: 0,
         failed_call: None,
         resolution: None,
     }
