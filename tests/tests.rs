@@ -11,6 +11,9 @@ mod containerd;
 /// `mountleak run --json` on real leaks: the daemon's story with and
 /// without probes, failed removals, lost events, no privileges.
 mod daemon;
+/// deploy/: the manifests, the ConfigMap and the systemd unit parse and
+/// hold the promised settings.
+mod deploy;
 /// Docker for real: the adapter against a dockerd started by hand, and
 /// `mountleak run`, `check` and `scan` around `docker stop`/`rm` (issue 3).
 mod docker;
