@@ -20,6 +20,9 @@ mod docker;
 /// `mountleak doctor --json`: fixture trees of real-world unit files
 /// (`--root`) and, as root, this machine's mounts and namespaces in a lab.
 mod doctor;
+/// Traces to a real OTLP collector (gRPC and HTTP), its outage, and the
+/// metrics and health endpoints, with a real leak in a lab.
+mod export;
 /// Self-tests of `support`: the lab does what the other tests assume.
 mod lab;
 /// `mountleak scan --json` on real leaks: findings, exit codes, remedies

@@ -26,6 +26,8 @@
 pub mod containerd;
 /// A real dockerd, namespace holders made from the host, JSON-line readers.
 pub mod docker;
+/// A real OTLP collector (rotel) and a parser for what it received.
+pub mod otlp;
 
 use std::ffi::OsStr;
 use std::fmt;

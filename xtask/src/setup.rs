@@ -43,7 +43,19 @@ const APT_PACKAGES: &[&str] = &[
     // tests build and import (no registry is reachable), and the CRI
     // sandbox's "pause".
     "busybox-static",
+    // systemd-analyze: tests/deploy verifies deploy/systemd/mountleak.service
+    // with it (installing the package starts nothing; PID 1 stays as it is).
+    "systemd",
+    // pip: installs the rotel OTLP collector below.
+    "python3-pip",
 ];
+
+/// Python packages the tests run, pinned: (package, version, why).
+const PIP_PACKAGES: &[(&str, &str, &str)] = &[(
+    "rotel",
+    "0.0.1a15",
+    "the OTLP collector tests/export sends traces to (the wheel ships rotel-agent)",
+)];
 
 /// The toolchain the eBPF crate builds with (aya-build and `lint-ebpf` call
 /// it by this name). PLATFORM.md: the image's `nightly` is 1.97.0-nightly,
@@ -81,6 +93,7 @@ pub fn run() -> Result<()> {
     apt_packages().context("setup: Debian packages")?;
     rust_components().context("setup: rustup components")?;
     bpf_linker().context("setup: bpf-linker")?;
+    pip_packages().context("setup: Python packages")?;
     tracefs().context("setup: tracefs")?;
     println!("setup: done ({:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
@@ -109,6 +122,37 @@ fn apt_packages() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+fn pip_packages() -> Result<()> {
+    for &(package, version, why) in PIP_PACKAGES {
+        let shown = cmd::probe(Command::new("python3").args(["-m", "pip", "show", package]));
+        let installed = shown.as_deref().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Version:"))
+                .map(str::trim)
+        });
+        if installed == Some(version) {
+            println!("setup: pip {package} {version} ({why}): installed");
+            continue;
+        }
+        println!("setup: pip {package} {version} ({why}): installing");
+        let spec = format!("{package}=={version}");
+        let mut install = Command::new("python3");
+        install.args(["-m", "pip", "install", "--quiet", &spec]);
+        if cmd::run(&mut install).is_err() {
+            // Debian's own python refuses (PEP 668) unless told this is meant.
+            cmd::run(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--break-system-packages",
+                &spec,
+            ]))?;
+        }
+    }
+    Ok(())
 }
 
 fn dpkg_installed(package: &str) -> bool {
