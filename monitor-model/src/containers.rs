@@ -55,10 +55,23 @@ impl Model {
                     _ => {}
                 }
                 // Open findings on its filesystems now have a name.
-                for id in self.container_fs(&key) {
+                let known = self.container_fs(&key);
+                for &id in &known {
                     if self.active.contains_key(&id) {
                         self.refresh_owner(id);
                     }
+                }
+                // A running container whose rootfs the model has not seen
+                // mounted (the mount event was missed or could not be placed):
+                // read the host's mount tables.
+                let running =
+                    matches!(info.state, ContainerState::Running | ContainerState::Paused);
+                if running && known.is_empty() && !info.mounts.is_empty() {
+                    out.push(Output::Rescan {
+                        namespaces: self.reference_namespaces(),
+                        full: false,
+                        reason: "a container's mounts are not known yet",
+                    });
                 }
             }
             ContainerEvent::Stopped { at, runtime, id } => {

@@ -458,6 +458,17 @@ impl Model {
     fn apply_call(&mut self, ev: &SyscallEvent, out: &mut Vec<Output>) {
         use flags::*;
         let ok = ev.ret >= 0;
+        if ok && self.unplaceable(ev) {
+            // A path the model cannot place (relative to a cwd the shell could
+            // not read, e.g. Docker's overlay2 mounting through a short-lived
+            // helper that chdirs first; or truncated): it may be a container
+            // mount, so let the mount table say.
+            out.push(Output::Rescan {
+                namespaces: vec![ev.ns],
+                full: false,
+                reason: "a mount change with a path that cannot be placed",
+            });
+        }
         match &ev.call {
             Call::Unshare { flags } if ok && flags & CLONE_NEWNS != 0 && ev.ns_after != ev.ns => {
                 self.create_namespace(ev.ns_after, ev.ns, ev, "unshare", *flags, ev.task.tgid, out);
@@ -747,6 +758,18 @@ impl Model {
             }
         }
         self.after_member_left(from, out);
+    }
+
+    /// A mount change in a host namespace whose path is relative or
+    /// truncated.
+    fn unplaceable(&self, ev: &SyscallEvent) -> bool {
+        let path = match &ev.call {
+            Call::Mount { target, .. } | Call::Umount { target, .. } => target,
+            Call::MoveMount { to, .. } => to,
+            Call::Rmdir { path } => path,
+            _ => return false,
+        };
+        (path.truncated || !path.path.is_absolute()) && self.is_reference(ev.ns)
     }
 
     /// Adds a mount made by an event: a container filesystem when the target

@@ -1325,3 +1325,47 @@ fn holder_churn_is_coalesced_and_capped() {
     assert_eq!(f[0].holders.len(), crate::finding::MAX_HOLDERS);
     assert_eq!(f[0].holders.len() + f[0].more_holders, 200);
 }
+
+/// Docker's overlay2 mounts through a helper that chdirs into its home and
+/// passes a relative target; the shell cannot resolve it once the helper is
+/// gone. The model asks for the host's table instead of guessing.
+#[test]
+fn a_relative_mount_target_in_the_host_asks_for_a_rescan() {
+    let mut m = model();
+    m.apply(&snapshot(
+        10 * SEC,
+        vec![ns(
+            HOST,
+            host_base(),
+            vec![process(900, "dockerd", SEC, "/")],
+        )],
+    ));
+    let out = m.apply(&mount_call(
+        11 * SEC,
+        &task(950, "dockerd"),
+        HOST,
+        "0f1e2d3c/merged",
+        "overlay",
+    ));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Rescan { namespaces, .. } if namespaces == &vec![HOST])),
+        "{out:?}"
+    );
+    // A running container the model has no mount for: same.
+    let out = m.apply(&web(ContainerState::Running));
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Rescan {
+                reason: "a container's mounts are not known yet",
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    // Once the table shows it, the container's Seen asks nothing.
+    m.apply(&snapshot(12 * SEC, vec![host_with_container()]));
+    let out = m.apply(&web(ContainerState::Running));
+    assert!(out.is_empty(), "{out:?}");
+}
