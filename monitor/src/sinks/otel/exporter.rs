@@ -1,5 +1,5 @@
 //! The OTLP exporter and its queue: finished spans go from the event path
-//! into a bounded queue (`try_send`, never waits) and a thread of its own
+//! into a bounded queue (a push, never a wait) and a thread of its own
 //! batches them and sends them with opentelemetry-otlp over gRPC or
 //! HTTP/protobuf.
 //!
@@ -18,9 +18,10 @@
 //! which it does not read.
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -29,7 +30,6 @@ use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, I
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::Export;
@@ -369,9 +369,30 @@ fn hostname() -> Option<String> {
     (!h.is_empty()).then(|| h.to_string())
 }
 
+/// The queue between the event path and the exporter thread: a bounded
+/// buffer under a lock the exporter holds only to take a batch. The
+/// exporter sleeps until the batch delay passes or a batch's worth is
+/// waiting, so a span costs the event path a push, not a thread wakeup
+/// (a wakeup per span, as a channel gives, cost more than building it).
+struct Queue {
+    spans: Mutex<VecDeque<SpanData>>,
+    capacity: usize,
+    /// Spans that make a full batch: the exporter is woken early.
+    batch: usize,
+    wake: tokio::sync::Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<SpanData>> {
+        // A panic while holding it cannot leave the deque inconsistent.
+        self.spans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The event path's end of the queue.
 pub struct Pipeline {
-    tx: Option<mpsc::Sender<SpanData>>,
+    queue: Arc<Queue>,
     stats: Arc<ExportStats>,
     done: Option<std::sync::mpsc::Receiver<()>>,
 }
@@ -384,10 +405,17 @@ impl Pipeline {
         resource: Resource,
         stats: Arc<ExportStats>,
     ) -> Result<Pipeline, ExportError> {
-        let (tx, rx) = mpsc::channel(settings.queue_size);
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(VecDeque::with_capacity(settings.max_batch)),
+            capacity: settings.queue_size,
+            batch: settings.max_batch,
+            wake: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
+        });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ExportError>>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let thread_stats = Arc::clone(&stats);
+        let thread_queue = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("otlp-export".into())
             .spawn(move || {
@@ -410,41 +438,46 @@ impl Pipeline {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    batch_loop(exporter, rx, &settings, &thread_stats).await;
+                    batch_loop(exporter, &thread_queue, &settings, &thread_stats).await;
                 });
                 let _ = done_tx.send(());
             })
             .map_err(ExportError::Thread)?;
         ready_rx.recv().map_err(|_| ExportError::ThreadGone)??;
         Ok(Pipeline {
-            tx: Some(tx),
+            queue,
             stats,
             done: Some(done_rx),
         })
     }
 
-    /// Hands a finished span to the exporter; never waits. Returns false
-    /// (and counts it) when the queue is full.
+    /// Hands a finished span to the exporter; never waits (the lock is only
+    /// ever held for a push or to take a batch). Returns false, and counts
+    /// it, when the queue is full or closed.
     pub fn send(&self, span: SpanData) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_send(span) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(_) => {
-                // Logged by the exporter thread (rate-limited), not here.
-                self.stats
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        let q = &self.queue;
+        let mut spans = q.lock();
+        if spans.len() >= q.capacity || q.closed.load(Ordering::Relaxed) {
+            drop(spans);
+            // Logged by the exporter thread (once per rise), not here.
+            self.stats
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        spans.push_back(span);
+        let waiting = spans.len();
+        drop(spans);
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if waiting == q.batch {
+            q.wake.notify_one();
+        }
+        true
     }
 
-    /// Closes the queue and waits up to `timeout` for the last batch.
+    /// Closes the queue and waits up to `timeout` for the last batches.
     pub fn shutdown(&mut self, timeout: Duration) {
-        self.tx = None;
+        self.close();
         if let Some(done) = self.done.take() {
             if done.recv_timeout(timeout).is_err() {
                 warn!(
@@ -454,44 +487,55 @@ impl Pipeline {
             }
         }
     }
+
+    fn close(&self) {
+        self.queue.closed.store(true, Ordering::Relaxed);
+        self.queue.wake.notify_one();
+    }
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        // Closing the channel ends the thread's loop; nobody waits for it.
-        self.tx = None;
+        // The thread exports what is left and ends; nobody waits for it.
+        self.close();
     }
 }
 
-/// Gathers spans into batches of at most `max_batch`, waiting at most
-/// `batch_delay` after the first, and exports each with a deadline.
+/// Takes batches of at most `max_batch`: when that many wait, or
+/// `batch_delay` after the last batch, or at shutdown; exports each with a
+/// deadline.
 async fn batch_loop(
     exporter: opentelemetry_otlp::SpanExporter,
-    mut rx: mpsc::Receiver<SpanData>,
+    queue: &Queue,
     settings: &Settings,
     stats: &ExportStats,
 ) {
     // The whole export, retries included, must end: opentelemetry-otlp
     // retries a refused connection a few times with backoff.
     let deadline = settings.timeout.unwrap_or(Duration::from_secs(10)) + Duration::from_secs(5);
-    let mut batch = Vec::with_capacity(settings.max_batch);
     let mut queue_drops_logged = 0;
     let mut failing_since_drops: Option<u64> = None;
     loop {
-        if rx.recv_many(&mut batch, settings.max_batch).await == 0 {
-            break; // closed and drained
-        }
-        let gather = tokio::time::sleep(settings.batch_delay);
-        tokio::pin!(gather);
-        while batch.len() < settings.max_batch {
-            let room = settings.max_batch - batch.len();
+        let closed = queue.closed.load(Ordering::Relaxed);
+        if !closed && queue.lock().len() < settings.max_batch {
             tokio::select! {
-                n = rx.recv_many(&mut batch, room) => if n == 0 { break },
-                () = &mut gather => break,
+                () = queue.wake.notified() => {}
+                () = tokio::time::sleep(settings.batch_delay) => {}
             }
         }
+        let batch: Vec<SpanData> = {
+            let mut spans = queue.lock();
+            let n = spans.len().min(settings.max_batch);
+            spans.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            if queue.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            continue;
+        }
         let n = batch.len() as u64;
-        let result = tokio::time::timeout(deadline, exporter.export(std::mem::take(&mut batch)))
+        let result = tokio::time::timeout(deadline, exporter.export(batch))
             .await
             .map_err(|_| format!("no answer within {deadline:?}"))
             .and_then(|r| r.map_err(|e| e.to_string()));
