@@ -586,6 +586,73 @@ fn lookup_finds_by_id_prefix_name_and_pod() {
     assert!(err.to_string().contains("absent.sock"), "{err}");
 }
 
+/// Scale (issue 3 asks `check` to answer in under 100 ms on a node with
+/// 200 containers): 200 containers (10 of them running) in one namespace.
+/// The adapter's inventory covers them all; a lookup, which `check` makes
+/// with a fresh connection, answers within the budget.
+#[test]
+#[ignore = "needs root: runs containerd"]
+fn inventory_and_lookup_with_200_containers() {
+    const CONTAINERS: usize = 200;
+    const RUNNING: usize = 10;
+    let ctrd = Containerd::start();
+    let base = unique("ml-many");
+    let ids: Vec<String> = (0..CONTAINERS).map(|i| format!("{base}-{i:03}")).collect();
+    let setup = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        if i < RUNNING {
+            ctrd.ctr_run(DEFAULT_NS, id, &[]);
+        } else {
+            ctrd.ctr_create(DEFAULT_NS, id);
+        }
+    }
+
+    eprintln!(
+        "{CONTAINERS} containers made with ctr in {:?}",
+        setup.elapsed()
+    );
+    let started = Instant::now();
+    let mut adapter = Adapter::start(&ctrd, 1024);
+    let (mut seen, _) = adapter.inventories();
+    let inventory = started.elapsed();
+    seen.sort();
+    assert_eq!(seen, ids);
+    let running = adapter
+        .seen
+        .iter()
+        .filter(|g| matches!(&g.ev, ContainerEvent::Seen { info, .. } if info.state == ContainerState::Running))
+        .count();
+    assert_eq!(running, RUNNING);
+    eprintln!("inventory of {CONTAINERS} containers (connect included): {inventory:?}");
+
+    let cfg = ContainerdConfig::with_socket(ctrd.socket());
+    let mut times: Vec<Duration> = Vec::new();
+    for i in 0..20 {
+        let target = &ids[i * 7 % CONTAINERS];
+        let t = Instant::now();
+        let found = adapter
+            .rt
+            .block_on(containerd::lookup(&cfg, target))
+            .unwrap_or_else(|err| panic!("lookup {target}: {err}"));
+        times.push(t.elapsed());
+        assert_eq!(found.len(), 1);
+        assert_eq!(&found[0].id, target);
+    }
+    times.sort();
+    let (median, worst) = (times[times.len() / 2], times[times.len() - 1]);
+    eprintln!("lookup among {CONTAINERS}: median {median:?}, worst {worst:?}");
+    assert!(
+        median < Duration::from_millis(100),
+        "lookup median {median:?}"
+    );
+    // A prefix of every id is ambiguous: an error naming them, not a guess.
+    let err = adapter
+        .rt
+        .block_on(containerd::lookup(&cfg, &base))
+        .expect_err("an ambiguous prefix");
+    assert!(err.to_string().contains("several"), "{err}");
+}
+
 // End to end: `mountleak run --json` following this containerd (issue 3).
 
 /// How long the daemon gets to load its probes and take its first scan.

@@ -320,6 +320,16 @@ state = "{d}/state"
             .unwrap_or_else(|| panic!("ctr run {id}: no running task"))
     }
 
+    /// `ctr container create` of [`IMAGE`]: a container with its snapshot
+    /// prepared and no task.
+    pub fn ctr_create(&self, ns: &str, id: &str) {
+        check(
+            self.ctr(ns)
+                .args(["containers", "create", IMAGE, id, "/bin/sleep", "infinity"]),
+        )
+        .unwrap_or_else(|failed| panic!("{failed}\n{}", self.log_tail()));
+    }
+
     /// The pid of a container's task, as `ctr task ls` shows it.
     pub fn task_pid(&self, ns: &str, id: &str) -> Option<u32> {
         let out = check(self.ctr(ns).args(["tasks", "ls"])).ok()?;
