@@ -46,10 +46,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// Docker Engine API socket ("" to not ask Docker).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", value_parser = any_path)]
     pub docker_socket: Option<PathBuf>,
     /// containerd gRPC socket ("" to not ask containerd).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", value_parser = any_path)]
     pub containerd_socket: Option<PathBuf>,
     /// Ask no container runtime: identity from mount paths only (marked inferred).
     #[arg(long, global = true)]
@@ -185,6 +185,12 @@ pub struct RunArgs {
     pub exit_after: Option<Duration>,
 }
 
+/// A path that may be empty (clap's own path parser refuses "", which here
+/// means "off").
+fn any_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration ({e}); e.g. 2s, 500ms"))
@@ -298,6 +304,21 @@ mod tests {
         assert_eq!(cfg.daemon.poll_interval, Duration::from_millis(250));
         assert_eq!(cfg.detect.host_namespaces, HostNamespaces::List(vec![7]));
         assert!(cfg.patterns().matches(&"/data/x/merged".into()));
+    }
+
+    #[test]
+    fn an_empty_socket_turns_a_runtime_off() {
+        let cli = Cli::parse_from([
+            "mountleak",
+            "--containerd-socket",
+            "",
+            "--docker-socket=",
+            "scan",
+        ]);
+        let mut cfg = Config::default();
+        cli.global.apply(&mut cfg);
+        assert!(cfg.runtimes.containerd_socket.as_os_str().is_empty());
+        assert!(cfg.runtimes.docker_socket.as_os_str().is_empty());
     }
 
     #[test]
