@@ -378,7 +378,7 @@ impl Model {
             }
             let Some(fs) = self.fs.get(&id) else { continue };
             let mut holders = self.copy_holders(fs, &refs);
-            holders.extend(self.pin_holders(fs));
+            holders.extend(self.extra_pin_holders(fs, &holders));
             let mount = self.mount_ref(fs);
             let finding_id = match self.active.get(&id) {
                 Some(a) => a.id.clone(),

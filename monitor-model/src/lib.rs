@@ -77,6 +77,15 @@ pub mod flags {
     pub const EBUSY: i64 = 16;
 }
 
+/// A failed umount/rmdir, reported once its holders have been read.
+#[derive(Clone, Debug)]
+struct PendingFailure {
+    fs: FsId,
+    ev: SyscallEvent,
+    syscall: &'static str,
+    path: PathBytes,
+}
+
 /// Something to re-check when a grace period ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum GraceItem {
@@ -138,6 +147,8 @@ pub struct Model {
     named: IdMap<NsId, u32>,
     /// Containers the runtimes told us about.
     containers: containers::Containers,
+    /// EBUSY failures waiting for the snapshot that names their holders.
+    pending_failures: Vec<PendingFailure>,
     /// Filesystems whose status may have changed, with the last reason.
     dirty: BTreeMap<FsId, &'static str>,
     /// When copies still inside their grace period may become risks: what to
@@ -166,6 +177,7 @@ impl Model {
             active: BTreeMap::new(),
             named: IdMap::default(),
             containers: Default::default(),
+            pending_failures: Vec::new(),
             dirty: BTreeMap::new(),
             grace_due: BTreeMap::new(),
             self_ns: None,
@@ -264,6 +276,7 @@ impl Model {
                 // that were waiting for a fresh read.
                 self.evaluate(out);
                 self.settle_warnings(out);
+                self.settle_failures(out);
             }
             Input::Container(ev) => self.on_container(ev, out),
             Input::Lost { at, count } => {
@@ -494,7 +507,7 @@ impl Model {
                 }
             }
             Call::Setns { .. } if ok && ev.ns_after != ev.ns => {
-                self.move_member(ev.task.tgid, ev.ns, ev.ns_after, ev.end, out);
+                self.move_member(ev.task.tgid, &ev.task.comm, ev.ns, ev.ns_after, ev.end, out);
             }
             Call::Mount {
                 source,
@@ -693,7 +706,7 @@ impl Model {
         ns.entries = copies;
         self.mark_copies(child, "namespace created");
         match mover {
-            Some(pid) => self.move_member(pid, parent, child, at, out),
+            Some(pid) => self.move_member(pid, &ev.task.comm, parent, child, at, out),
             None => self.add_member(child, first_member, &ev.task.comm, at),
         }
         self.update_watch(child, out);
@@ -735,7 +748,15 @@ impl Model {
         }
     }
 
-    fn move_member(&mut self, pid: Pid, from: NsId, to: NsId, at: Ktime, out: &mut Vec<Output>) {
+    fn move_member(
+        &mut self,
+        pid: Pid,
+        comm: &str,
+        from: NsId,
+        to: NsId,
+        at: Ktime,
+        out: &mut Vec<Output>,
+    ) {
         if let Some(n) = self.namespaces.get_mut(&from) {
             n.members.remove(&pid);
         }
@@ -743,7 +764,7 @@ impl Model {
             .processes
             .get(&pid)
             .map(|p| p.info.comm.clone())
-            .unwrap_or_default();
+            .unwrap_or_else(|| comm.to_string());
         self.ns_mut(to, at).members.insert(pid);
         match self.processes.get_mut(&pid) {
             Some(p) => p.ns = to,
@@ -1115,13 +1136,28 @@ impl Model {
             ))));
             return;
         };
-        let finding = self.build_failed_removal(fs_id, ev, syscall, path);
-        out.push(Output::Finding(Box::new(finding)));
+        // Say it after a fresh read: a holder that appeared moments ago is
+        // not fully known yet (its comm, whether its cwd is inside), and the
+        // remedy depends on it (`umount -l` for a busy copy).
+        self.pending_failures.push(PendingFailure {
+            fs: fs_id,
+            ev: ev.clone(),
+            syscall,
+            path: path.clone(),
+        });
         out.push(Output::Rescan {
             namespaces: Vec::new(),
             full: true,
             reason: "removal failed with EBUSY",
         });
+    }
+
+    /// After a snapshot: the failed removals that were waiting for it.
+    fn settle_failures(&mut self, out: &mut Vec<Output>) {
+        for p in std::mem::take(&mut self.pending_failures) {
+            let finding = self.build_failed_removal(p.fs, &p.ev, p.syscall, &p.path);
+            out.push(Output::Finding(Box::new(finding)));
+        }
     }
 
     fn take_finding_id(&mut self) -> String {

@@ -544,7 +544,21 @@ impl Model {
         pins
     }
 
+    /// Pins of processes in namespaces not already named as copy holders
+    /// (a process in the host itself with its cwd inside, say).
+    pub(crate) fn extra_pin_holders(&self, fs: &ContainerFs, copies: &[Holder]) -> Vec<Holder> {
+        self.pin_holders(fs)
+            .into_iter()
+            .filter(|p| !copies.iter().any(|c| c.mnt_ns == p.mnt_ns))
+            .collect()
+    }
+
     pub(crate) fn pin_holders(&self, fs: &ContainerFs) -> Vec<Holder> {
+        // Still mounted somewhere: the process uses a mounted filesystem.
+        let mounted = self
+            .namespaces
+            .values()
+            .any(|n| n.entries.iter().any(|e| e.fs == fs.id));
         let pins = self.effective_pins(fs);
         let mut by_pid: BTreeMap<Pid, Vec<&crate::input::Pin>> = BTreeMap::new();
         for p in &pins {
@@ -578,7 +592,7 @@ impl Model {
                     mnt_ns: first.ns,
                     hold,
                     mount_point: None,
-                    propagation: "detached",
+                    propagation: if mounted { "n/a" } else { "detached" },
                     receives_host_umounts: None,
                     pid: Some(info.pid),
                     processes: vec![HolderProcess {
@@ -630,7 +644,7 @@ impl Model {
             return failed_unknown(&self.cfg, finding_id, FailedOnUnknown { path, ev, syscall });
         };
         let mut holders = self.copy_holders(fs, &entries);
-        holders.extend(self.pin_holders(fs));
+        holders.extend(self.extra_pin_holders(fs, &holders));
         let mount = self.mount_ref(fs);
         let text = if syscall == "umount" {
             "The umount failed with EBUSY: something uses the mount (a process's cwd or open file, possibly through a slave copy that receives this umount), so the container cannot be torn down until it is released.".to_string()

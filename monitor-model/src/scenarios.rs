@@ -6,7 +6,7 @@ use crate::finding::{ConsequenceKind, HoldKind};
 use crate::flags::*;
 use crate::input::*;
 use crate::testutil::*;
-use crate::{FindingKind, KernelFacts, Model, ModelConfig, Output};
+use crate::{Finding, FindingKind, KernelFacts, Model, ModelConfig, Output};
 
 fn model() -> Model {
     Model::new(ModelConfig {
@@ -410,8 +410,33 @@ fn failed_umount_with_ebusy_names_the_holders() {
         DOCKER_PATH,
         -EBUSY,
     ));
-    let f = findings(&out);
-    assert_eq!(kinds(&out), vec![FindingKind::FailedRemoval]);
+    // Said after the fresh read it asks for, so the holders are current.
+    assert!(findings(&out).is_empty(), "{out:#?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Rescan { full: true, .. })));
+    let mut busy = holder_with(Some(7), None);
+    busy.members[0].cwd_dev = Some(OVERLAY_DEV);
+    let out = m.apply(&snapshot(
+        101 * SEC + 30 * MS,
+        vec![host_with_container(), busy],
+    ));
+    let f: Vec<&Finding> = findings(&out)
+        .into_iter()
+        .filter(|f| f.kind == FindingKind::FailedRemoval)
+        .collect();
+    assert_eq!(f.len(), 1, "{out:#?}");
+    assert_eq!(
+        f[0].holders.len(),
+        1,
+        "one holder, not a copy and a pin: {:#?}",
+        f[0].holders
+    );
+    assert!(
+        f[0].remedy[0].contains("umount -l"),
+        "busy copy: {:?}",
+        f[0].remedy
+    );
     let call = f[0].failed_call.as_ref().unwrap();
     assert_eq!((call.syscall, call.pid, call.errno), ("umount", 900, 16));
     assert_eq!(f[0].holders[0].pid, Some(1234));
@@ -448,6 +473,11 @@ fn on_el7_the_consequence_is_ebusy_and_rmdir_fails() {
         HOST,
         -EBUSY,
         rmdir.clone(),
+    ));
+    assert!(findings(&out).is_empty());
+    let out = m.apply(&snapshot(
+        102 * SEC + 30 * MS,
+        vec![ns(HOST, host_base(), vec![]), holder_with(None, None)],
     ));
     assert_eq!(kinds(&out), vec![FindingKind::FailedRemoval]);
     // On 3.10 a successful rmdir cannot happen while the copy exists; and on
