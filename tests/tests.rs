@@ -23,6 +23,9 @@ mod doctor;
 /// Traces to a real OTLP collector (gRPC and HTTP), its outage, and the
 /// metrics and health endpoints, with a real leak in a lab.
 mod export;
+/// `mountleak fix` on real leaks: each holder's case released and verified
+/// by the resource itself; dry runs change nothing; bad input.
+mod fix;
 /// Self-tests of `support`: the lab does what the other tests assume.
 mod lab;
 /// `mountleak scan --json` on real leaks: findings, exit codes, remedies

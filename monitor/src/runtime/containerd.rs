@@ -3,10 +3,10 @@
 //! `ContainerEvent`s. Containers the CRI plugin made for kubelet (namespace
 //! `k8s.io`) carry their pod from the CRI labels.
 //!
-//! One connection ("session") goes: connect, read the server version,
-//! subscribe to events (first, so nothing that happens during the inventory
-//! is missed), list every container and task of each namespace (`Seen`
-//! each, then `Inventory`), then follow the events. A task's exit becomes
+//! One connection ("session") goes: connect, subscribe to events (first,
+//! so nothing that happens during the inventory is missed), read the server
+//! version, list every container and task of each namespace (`Seen` each,
+//! then `Inventory`), then follow the events. A task's exit becomes
 //! `Stopped` before anything else is asked of containerd, since that is the
 //! moment the model decides whether to warn. Any error ends the session;
 //! [`run`] backs off and starts a new one, which resyncs the model through
