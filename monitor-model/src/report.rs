@@ -870,7 +870,7 @@ pub(crate) fn remedies(
                     ""
                 };
                 out.push(format!(
-                    "pid {pid}'s copy is locked (it was inherited into a user namespace): `nsenter -t {pid} -m umount {mp}` fails with EINVAL; stop or restart the holder instead ({}){rmdir_note}",
+                    "pid {pid}'s copy is locked (it was inherited into a user namespace): `nsenter -t {pid} -m umount {mp}` fails with EINVAL (umount(8) says \"not mounted\"); stop or restart the holder instead ({}){rmdir_note}",
                     restart.clone().unwrap_or_else(|| format!("`kill {pid}`"))
                 ));
             }

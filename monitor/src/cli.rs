@@ -322,6 +322,25 @@ mod tests {
     }
 
     #[test]
+    fn flags_are_validated_like_the_file() {
+        let cli = Cli::parse_from(["mountleak", "run", "--ring-buffer-kib", "1000"]);
+        let mut cfg = Config::default();
+        cli.global.apply(&mut cfg);
+        let Command::Run(run) = &cli.command else {
+            panic!()
+        };
+        run.apply(&mut cfg);
+        let err = cfg
+            .validate(std::path::Path::new("the command line"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ring_buffer_kib") && err.contains("the command line"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_bad_duration_is_a_clear_error() {
         let err = Cli::try_parse_from(["mountleak", "run", "--poll-interval", "often"])
             .unwrap_err()

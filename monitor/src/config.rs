@@ -319,10 +319,12 @@ impl Default for Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // Not a `source`: the message already says it, and anyhow's chain
+    // would say it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -346,7 +348,7 @@ impl Config {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Config::default())
             }
-            Err(source) => return Err(ConfigError::Read { path, source }),
+            Err(error) => return Err(ConfigError::Read { path, error }),
         };
         Config::parse(&text, &path)
     }
@@ -362,7 +364,9 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    /// Checks values the types do not (also after flags were applied, with
+    /// `path` naming where they came from).
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,

@@ -29,6 +29,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let mut cfg = Config::load(cli.global.config.as_deref())?;
     cli.global.apply(&mut cfg);
+    cfg.validate(std::path::Path::new("the command line"))?;
     match cli.command {
         Command::Scan(args) => {
             let report = mountleak::scan::scan(&cfg)?;
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Run(args) => {
             args.apply(&mut cfg);
+            cfg.validate(std::path::Path::new("the command line"))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
