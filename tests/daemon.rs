@@ -510,11 +510,8 @@ fn daemon_reports_failed_removal_with_the_call_and_the_holder() {
 /// "detached" filesystem (the filesystem is still mounted), nor count
 /// "1 more" holder in its summary.
 #[test]
-#[ignore = "known bug: a failed_removal lists the holder twice, the second time as a `cwd` holder of a \"detached\" filesystem that is still mounted (summary: \"and 1 more\"); see the report"]
+#[ignore = "needs root: creates mounts and namespaces"]
 fn daemon_failed_removal_names_each_holder_once() {
-    if support::skip_known_bug("daemon_failed_removal_names_each_holder_once") {
-        return;
-    }
     let mut lab = Lab::new();
     let merged = lab.overlay(&format!("daemon-busy-once-{}", lab.id()));
     let holder = lab.holder(Propagation::Slave, Some(&merged));
@@ -537,11 +534,8 @@ fn daemon_failed_removal_names_each_holder_once() {
 /// made the umount fail right away (a process started in the container's
 /// directory just before the runtime stops it).
 #[test]
-#[ignore = "known bug: for a holder that appeared after startup the failed_removal names comm \"\" (racy), busy [] and a first remedy `nsenter -t PID -m umount PATH` that itself fails with EBUSY; see the report"]
+#[ignore = "needs root: creates mounts and namespaces"]
 fn daemon_reports_failed_removal_for_a_holder_that_just_appeared() {
-    if support::skip_known_bug("daemon_reports_failed_removal_for_a_holder_that_just_appeared") {
-        return;
-    }
     let mut lab = Lab::new();
     let merged = lab.overlay(&format!("daemon-busy-new-{}", lab.id()));
     let mut daemon = Daemon::in_lab(&lab, &["--risk-grace", "1s"]);
