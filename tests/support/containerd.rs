@@ -499,8 +499,11 @@ state = "{d}/state"
                 );
             }
             for id in tasks.lines() {
-                if let Err(failed) = check(self.ctr(ns).args(["tasks", "rm", "-f", id])) {
-                    eprintln!("containerd cleanup: {failed}");
+                match check(self.ctr(ns).args(["tasks", "rm", "-f", id])) {
+                    // The CRI plugin deletes a task itself once it exits.
+                    Err(failed) if failed.stderr.contains("not found") => {}
+                    Err(failed) => eprintln!("containerd cleanup: {failed}"),
+                    Ok(_) => {}
                 }
             }
             let containers =
