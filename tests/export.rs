@@ -566,3 +566,116 @@ fn a_collector_outage_costs_spans_not_detection_and_export_resumes() {
         daemon.transcript()
     );
 }
+
+/// A real container's lifecycle (dockerd started by the test): `docker run`,
+/// a host process that copies the host's mounts privately (a risk on the
+/// container's rootfs), `docker stop` (overlay2 unmounts and removes the
+/// rootfs: the copy is detached, resolved), `docker rm`. The collector
+/// receives one trace for the container: a `container.lifecycle` root from
+/// Docker's own start time to the removal, with the container's attributes,
+/// the risk and `stopped` as events, the copy's span and a
+/// `container.remove` span under it.
+#[test]
+#[ignore = "needs root: runs dockerd, the daemon and a collector"]
+fn a_container_lifecycle_is_one_trace() {
+    use crate::support::docker::{Dockerd, JsonLines, NsHolder, IMAGE};
+
+    let collector = Collector::start();
+    // Takes the lab lock: no Lab in this test.
+    let mut d = Dockerd::start();
+    let config = std::env::temp_dir().join(format!("mountleak-export-{}.toml", free_port()));
+    fs::write(&config, EXPORT_CONFIG).unwrap();
+    let mut cmd = std::process::Command::new(crate::support::mountleak_bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["run", "--json", "--risk-grace", "1s", "--no-metrics"])
+        .arg("--containerd-socket=/run/mountleak-tests-no-containerd.sock")
+        .arg("--docker-socket")
+        .arg(d.socket())
+        .args(["--otlp-endpoint", &collector.grpc_url()]);
+    let mut daemon = JsonLines::spawn(cmd);
+    daemon.wait_for("the ready notice", READY_TIMEOUT, |v| v["type"] == "ready");
+
+    let name = format!("otlp-{}", std::process::id());
+    let id = d.run(&name);
+    let started = d.inspect(&name, "{{.State.StartedAt}}");
+    let holder = NsHolder::start(Propagation::Private, Path::new("/"));
+    let risk = daemon.wait_for("a risk naming the container", FINDING_TIMEOUT, |v| {
+        v["type"] == "finding" && v["kind"] == "risk" && v["container"]["id"] == id.as_str()
+    });
+    let story = risk.json["id"].as_str().unwrap().to_string();
+    d.stop(&name);
+    daemon.wait_for("the resolution at stop", FINDING_TIMEOUT, |v| {
+        v["type"] == "finding" && v["kind"] == "resolved" && v["id"] == story.as_str()
+    });
+    d.rm(&name);
+    let removed_at = now_ns();
+    drop(holder);
+    let _ = fs::remove_file(&config);
+
+    let spans = collector.wait_for("the container's trace", EXPORT_TIMEOUT, |s| {
+        s.iter()
+            .any(|s| s.name == "container.lifecycle" && s.attr("container.id") == Some(id.as_str()))
+    });
+    let root = spans
+        .iter()
+        .find(|s| s.name == "container.lifecycle" && s.attr("container.id") == Some(id.as_str()))
+        .unwrap();
+    assert!(root.parent_id.is_empty());
+    assert_eq!(root.attr("container.name"), Some(name.as_str()));
+    assert_eq!(root.attr("container.runtime"), Some("docker"));
+    assert_eq!(root.attr("container.image.name"), Some(IMAGE));
+    assert_eq!(root.attr("mountleak.start_source"), Some("runtime"));
+    // Docker's own start time (RFC3339 with ns), not when the daemon heard.
+    let docker_start = unix_ns(&Value::String(started.trim().to_string()));
+    assert!(
+        root.start.abs_diff(docker_start) < 50_000_000,
+        "root start {} vs Docker's StartedAt {started}",
+        root.start
+    );
+    assert!(
+        root.end <= removed_at + 1_000_000_000 && root.end > root.start,
+        "{root:#?}"
+    );
+    let events: Vec<&str> = root.events.iter().map(|e| e.name.as_str()).collect();
+    assert!(
+        events.contains(&"risk") && events.contains(&"stopped"),
+        "{events:?}"
+    );
+    let risk_event = root.events.iter().find(|e| e.name == "risk").unwrap();
+    assert!(
+        risk_event
+            .attributes
+            .get("mountleak.remedy")
+            .is_some_and(|r| r.contains(&format!("nsenter -t {}", holder_pid(&risk.json)))),
+        "{risk_event:#?}"
+    );
+    let mine: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .collect();
+    for s in &mine {
+        if s.id != root.id {
+            assert_eq!(s.parent_id, root.id, "{s:#?}");
+            assert!(
+                s.start >= root.start && s.end <= root.end + 1_000_000,
+                "{s:#?}"
+            );
+        }
+    }
+    let copy = mine
+        .iter()
+        .find(|s| s.name == "mount.copy" && s.attr("mountleak.finding.id") == Some(story.as_str()))
+        .unwrap_or_else(|| panic!("the rootfs copy in the container's trace: {mine:#?}"));
+    assert_eq!(copy.attr("mountleak.propagation"), Some("private"));
+    assert!(
+        mine.iter().any(|s| s.name == "container.remove"
+            && s.attr("mountleak.removal.result") == Some("removed")),
+        "{mine:#?}"
+    );
+}
+
+/// The pid a finding tells to `nsenter -t`.
+fn holder_pid(finding: &Value) -> u64 {
+    finding["holders"][0]["pid"].as_u64().unwrap_or_default()
+}
