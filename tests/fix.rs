@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::docker::{Dockerd, NsHolder};
 use crate::support::{self, Lab, Propagation};
 
 /// One `mountleak fix` run (JSON unless said otherwise).
@@ -695,4 +696,65 @@ fn refuses_what_is_not_a_container_mount_and_unknown_targets() {
         assert!(f.stderr.contains(want), "{target}: {}", f.stderr);
         assert!(f.stdout.is_empty(), "{target}: {}", f.stdout);
     }
+}
+
+/// A Docker container named as the target: its rootfs, copied into a
+/// private holder while it runs (a risk), is found through the engine's
+/// API; `--yes` unmounts the copy in the holder's namespace and the
+/// container is then stopped and removed with nothing left pinned. An id
+/// prefix that two containers share is refused as ambiguous.
+#[test]
+#[ignore = "needs root: runs dockerd, containers and namespaces"]
+fn docker_container_target_is_resolved_through_the_engine() {
+    let mut d = Dockerd::start();
+    let name = format!("mlfix-{}", std::process::id());
+    let id = d.run(&name);
+    let merged = d.merged_dir(&name);
+    let holder = NsHolder::start(Propagation::Private, Path::new("/"));
+    assert!(support::has_mount(holder.pid, &merged), "premise");
+    let sock = d.socket();
+    let fix = |args: &[&str]| {
+        let mut cmd = Command::new(support::mountleak_bin());
+        cmd.arg("--docker-socket")
+            .arg(&sock)
+            .args(["fix", "--json", "--risk-grace", "0s"])
+            .args(args);
+        Fix::output(&mut cmd)
+    };
+
+    let dry = fix(&[&name]);
+    assert_eq!(dry.code, 1, "{}\n{}", dry.stdout, dry.stderr);
+    assert_eq!(dry.doc["containers"][0]["id"], id.as_str());
+    assert_eq!(dry.doc["items"][0]["path"], merged.to_str().unwrap());
+    assert_eq!(dry.doc["items"][0]["kind"], "risk");
+    assert_eq!(
+        dry.steps(),
+        vec![pair("umount", "planned")],
+        "no rmdir while Docker has it mounted"
+    );
+
+    let f = fix(&[&id[..12], "--yes"]);
+    f.assert_released();
+    assert!(!support::has_mount(holder.pid, &merged));
+    d.stop(&name);
+    d.rm(&name);
+
+    // Two containers whose ids start alike (at most 17 tries for 16 hex
+    // digits), named by that shared first digit.
+    let mut by_first: BTreeMap<char, String> = BTreeMap::new();
+    let mut shared = None;
+    for i in 0..17 {
+        let id = d.run(&format!("mlfix-{}-{i}", std::process::id()));
+        let c = id.chars().next().unwrap();
+        if by_first.insert(c, id).is_some() {
+            shared = Some(c);
+            break;
+        }
+    }
+    let c = shared
+        .expect("17 ids over 16 digits share a first digit")
+        .to_string();
+    let f = fix(&[&c, "--yes"]);
+    assert_eq!(f.code, 2, "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stderr.contains("ambiguous"), "{}", f.stderr);
 }

@@ -267,6 +267,16 @@ fn resolve(cfg: &Config, target: &FixTarget) -> anyhow::Result<Resolved> {
                 format!(" ({})", unreachable.join("; "))
             };
             if found.is_empty() {
+                // Docker answers an id prefix shared by several containers
+                // with an error, not a list.
+                if unreachable
+                    .iter()
+                    .any(|u| u.to_ascii_lowercase().contains("multiple ids"))
+                {
+                    anyhow::bail!(
+                        "ambiguous target: it names several containers{why}; give a longer id"
+                    );
+                }
                 anyhow::bail!(
                     "unknown target: no runtime knows a container or pod by that name{why}"
                 );
