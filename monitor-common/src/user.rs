@@ -46,7 +46,12 @@ pub enum DecodeError {
     /// A kind id this build does not know.
     UnknownKind { kind: u32 },
     /// The header's size, the buffer's length and the kind's struct disagree.
-    SizeMismatch { kind: u32, declared: u32, expected: usize, available: usize },
+    SizeMismatch {
+        kind: u32,
+        declared: u32,
+        expected: usize,
+        available: usize,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -65,7 +70,12 @@ impl fmt::Display for DecodeError {
 fn read<T: Copy>(bytes: &[u8], kind: u32, declared: u32) -> Result<T, DecodeError> {
     let expected = size_of::<T>();
     if declared as usize != expected || bytes.len() < expected {
-        return Err(DecodeError::SizeMismatch { kind, declared, expected, available: bytes.len() });
+        return Err(DecodeError::SizeMismatch {
+            kind,
+            declared,
+            expected,
+            available: bytes.len(),
+        });
     }
     // SAFETY: the length was checked above, `T` is a `repr(C)` record made only
     // of integers and byte arrays (every bit pattern is valid), and the read is
@@ -115,7 +125,11 @@ impl<const N: usize> PathArg<N> {
 impl Header {
     /// The command name up to its first NUL.
     pub fn comm(&self) -> &[u8] {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
         &self.comm[..end]
     }
 }
@@ -161,7 +175,9 @@ mod tests {
             syscall: crate::syscall::UNSHARE,
             fd: -1,
         };
-        let Record::Ns(decoded) = decode(&bytes_of(&event)).unwrap() else { panic!("wrong variant") };
+        let Record::Ns(decoded) = decode(&bytes_of(&event)).unwrap() else {
+            panic!("wrong variant")
+        };
         assert_eq!(decoded.header.comm(), b"ntpd");
         assert_eq!(decoded.header.mnt_ns_after, 4026532000);
         assert_eq!(decoded.flags, crate::CLONE_NEWNS);
@@ -169,19 +185,35 @@ mod tests {
 
     #[test]
     fn rejects_short_unknown_and_mis_sized_records() {
-        assert!(matches!(decode(&[0u8; 8]), Err(DecodeError::Short { len: 8 })));
+        assert!(matches!(
+            decode(&[0u8; 8]),
+            Err(DecodeError::Short { len: 8 })
+        ));
         let unknown = header(kind::MAX + 1, size_of::<Header>());
-        assert!(matches!(decode(&bytes_of(&unknown)), Err(DecodeError::UnknownKind { .. })));
+        assert!(matches!(
+            decode(&bytes_of(&unknown)),
+            Err(DecodeError::UnknownKind { .. })
+        ));
         let zero = header(0, size_of::<Header>());
-        assert!(matches!(decode(&bytes_of(&zero)), Err(DecodeError::UnknownKind { kind: 0 })));
+        assert!(matches!(
+            decode(&bytes_of(&zero)),
+            Err(DecodeError::UnknownKind { kind: 0 })
+        ));
         // A header claiming to be a mount event but only a header long.
         let lying = header(kind::MOUNT, size_of::<MountEvent>());
-        assert!(matches!(decode(&bytes_of(&lying)), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&bytes_of(&lying)),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
     }
 
     #[test]
     fn path_arg_reports_unreadable_and_truncated() {
-        let mut arg = PathArg::<PATH_LEN> { len: u32::MAX, truncated: 0, bytes: [0; PATH_LEN] };
+        let mut arg = PathArg::<PATH_LEN> {
+            len: u32::MAX,
+            truncated: 0,
+            bytes: [0; PATH_LEN],
+        };
         assert_eq!(arg.bytes(), None);
         arg.len = 3;
         arg.bytes[..3].copy_from_slice(b"a\nb");

@@ -98,10 +98,11 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 pub enum Reference {
     /// Exactly these namespaces.
     Namespaces(Vec<NsId>),
-    /// The scanner's own namespace, every namespace a container runtime
-    /// process lives in (by comm), and every namespace the probes saw mount a
-    /// container filesystem. PLATFORM note: PID 1's namespace is not
-    /// necessarily the host's, so it is not assumed.
+    /// The scanner's own namespace and every namespace a container runtime
+    /// process lives in (by comm). PLATFORM note: PID 1's namespace is not
+    /// necessarily the host's, so it is not assumed. (Where a container
+    /// filesystem gets mounted is no guide: runc bind-mounts the rootfs
+    /// inside the container's own namespace too.)
     Auto {
         runtime_comms: Vec<String>,
         include_self: bool,

@@ -292,9 +292,21 @@ impl Model {
                 self.advance(*now);
                 let later = self.grace_due.split_off(&(self.now + 1));
                 let due = std::mem::replace(&mut self.grace_due, later);
+                let mut reread: Vec<NsId> = Vec::new();
                 for item in due.into_values().flatten() {
                     match item {
-                        GraceItem::Fs(id) => self.mark(id, "grace period over"),
+                        GraceItem::Fs(id) => {
+                            self.mark(id, "grace period over");
+                            reread.extend(
+                                self.namespaces
+                                    .values()
+                                    .filter(|n| {
+                                        !self.is_reference(n.id)
+                                            && n.entries.iter().any(|e| e.fs == id)
+                                    })
+                                    .map(|n| n.id),
+                            );
+                        }
                         GraceItem::Namespace(ns, created) => {
                             // Gone already (a runtime's short-lived init, a
                             // quick command): nothing to check.
@@ -305,11 +317,24 @@ impl Model {
                                 continue;
                             }
                             let ids: Vec<FsId> = n.entries.iter().map(|e| e.fs).collect();
+                            reread.push(ns);
                             for id in ids {
                                 self.mark(id, "grace period over");
                             }
                         }
                     }
+                }
+                if !reread.is_empty() {
+                    // Report with what is known now, and read the holders
+                    // again: a cwd that moved into the copy since its first
+                    // read changes what removal will do (an update follows).
+                    reread.sort_unstable();
+                    reread.dedup();
+                    out.push(Output::Rescan {
+                        namespaces: reread,
+                        full: false,
+                        reason: "grace period over: reading the holders again",
+                    });
                 }
                 self.collect_garbage();
                 self.evaluate(out);
@@ -378,10 +403,7 @@ impl Model {
             Reference::Namespaces(list) => list.contains(&ns),
             Reference::Auto { include_self, .. } => {
                 (*include_self && self.self_ns == Some(ns))
-                    || self
-                        .namespaces
-                        .get(&ns)
-                        .is_some_and(|n| n.runtime_here || n.mounts_containers)
+                    || self.namespaces.get(&ns).is_some_and(|n| n.runtime_here)
             }
         }
     }
@@ -867,9 +889,6 @@ impl Model {
             });
         }
         if let Some(id) = fs_id {
-            if is_container_path {
-                ns.mounts_containers = true;
-            }
             if let (Some(g), Some(f)) = (prop.shared, self.fs.get_mut(&id)) {
                 if is_container_path {
                     f.host_groups = vec![g];
@@ -1352,6 +1371,29 @@ impl Model {
                 }
             }
         }
+        // Devices the members use: a detached container filesystem among them
+        // is pinned (see `effective_pins`), so its status may change.
+        let used: BTreeSet<Dev> = nss
+            .members
+            .iter()
+            .flat_map(|p| {
+                p.cwd_dev
+                    .into_iter()
+                    .chain(p.root_dev)
+                    .chain(p.fd_devs.iter().copied())
+            })
+            .collect();
+        if !used.is_empty() {
+            let touched: Vec<FsId> = self
+                .fs
+                .values()
+                .filter(|f| f.unmounted_at.is_some() && f.dev.is_some_and(|d| used.contains(&d)))
+                .map(|f| f.id)
+                .collect();
+            for id in touched {
+                self.mark(id, "a process is inside");
+            }
+        }
         for p in &nss.members {
             let mut info = p.clone();
             if info.cwd_dev.is_none() && info.root_dev.is_none() {
@@ -1576,6 +1618,10 @@ impl Model {
                     && f.pins.is_empty()
                     && !self.active.contains_key(&f.id)
                     && !self.dirty.contains_key(&f.id)
+                    && !self
+                        .containers
+                        .values()
+                        .any(|c| c.warn_pending && c.info.mounts.contains(&f.path))
             })
             .map(|f| f.id)
             .collect();

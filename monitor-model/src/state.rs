@@ -140,8 +140,6 @@ pub struct Namespace {
     pub pod_uid: Option<String>,
     /// A container runtime process lives here.
     pub runtime_here: bool,
-    /// A probe saw a container filesystem being mounted here.
-    pub mounts_containers: bool,
     pub oldest_member_start: Option<Ktime>,
     /// Asked the kernel to report forks and exits here.
     pub watched: bool,
@@ -169,7 +167,6 @@ impl Namespace {
             root_fs: None,
             pod_uid: None,
             runtime_here: false,
-            mounts_containers: false,
             oldest_member_start: None,
             watched: false,
             snapshot_at: None,

@@ -24,9 +24,8 @@ pub const DEFAULT_TOML: &str = r#"# mountleak configuration. Every key is option
 patterns = []
 default_patterns = true
 # Which mount namespaces are "the host" (the ones whose umounts every copy
-# should receive): "auto" = mountleak's own namespace, the namespaces of
-# container runtime processes (runtime_comms) and every namespace the probes
-# saw mount a container filesystem. Or a list of namespace inode numbers
+# should receive): "auto" = mountleak's own namespace and the namespaces of
+# container runtime processes (runtime_comms). Or a list of namespace inode numbers
 # (`readlink /proc/PID/ns/mnt`) such as [4026531841].
 host_namespaces = "auto"
 runtime_comms = ["dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "containerd-shim-runc-v1", "kubelet", "crio", "conmon", "podman", "k3s-server", "k3s-agent"]
