@@ -30,6 +30,8 @@ use crate::runtime::RuntimeStatus;
 use crate::sinks::{stdout::StdoutSink, DaemonStatus, Sink};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// How long a new namespace gets to settle before its first read.
+const NEW_NAMESPACE_SETTLE: Duration = Duration::from_millis(250);
 
 /// Scans asked for and not yet started.
 #[derive(Default)]
@@ -366,13 +368,15 @@ impl Daemon {
             } => {
                 debug!(?namespaces, full, reason, "rescan requested");
                 let pins = full && reason != "kernel events were lost";
-                self.pending.request(
-                    full,
-                    pins,
-                    &namespaces,
-                    reason,
-                    self.cfg.daemon.rescan_debounce,
-                );
+                // A namespace just made is still being set up (its creator
+                // chdirs, execs, changes propagation): read it a moment later
+                // so its first picture is the settled one.
+                let after = if reason == "new namespace holds container mounts" {
+                    self.cfg.daemon.rescan_debounce.max(NEW_NAMESPACE_SETTLE)
+                } else {
+                    self.cfg.daemon.rescan_debounce
+                };
+                self.pending.request(full, pins, &namespaces, reason, after);
             }
             Output::Watch(ns) => {
                 if let Some(p) = self.probes.as_mut() {
@@ -406,10 +410,15 @@ impl Daemon {
         debug!(full = pending.full, pins = pending.pins, namespaces = ?pending.namespaces, reasons = ?pending.reasons, "scanning");
         let targets: Vec<NsId> = pending.namespaces.into_iter().collect();
         let full = pending.full || targets.is_empty();
+        // Device facts (is a holder's cwd inside its copy?) for the
+        // namespaces that matter; every process's devices only with pins.
         let opts = if pending.pins {
             ScanOptions::default().with_all_devices()
         } else {
-            ScanOptions::default()
+            let mut wanted: std::collections::HashSet<NsId> =
+                self.model.watched().into_iter().collect();
+            wanted.extend(targets.iter().copied());
+            ScanOptions::default().with_device_facts(move |ns, _| wanted.contains(&ns))
         };
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             let result = if full {
