@@ -280,17 +280,16 @@ fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(bytes)
 }
 
-/// The raw JSON of a syscall record. One struct for every call keeps the
-/// schema flat; fields that do not apply are left out.
+/// What the store keeps of a syscall besides its columns (`type`, `time`,
+/// `ktime_ns`, `pid`, `mnt_ns`, `path` are columns; [`expand`] puts them
+/// back). One struct for every call keeps the schema flat; fields that do
+/// not apply are left out.
 #[derive(Serialize)]
 struct SyscallJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ktime_ns: Ktime,
     call: &'static str,
-    pid: Pid,
-    tid: Pid,
+    /// Only when it is not the process (a thread made the call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tid: Option<Pid>,
     uid: u32,
     comm: &'a str,
     cgroup_id: u64,
@@ -298,25 +297,20 @@ struct SyscallJson<'a> {
     cgroup: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unit: Option<String>,
-    /// The caller's namespace at entry.
-    caller_mnt_ns: NsId,
-    /// The namespace the event is about (the new one for `ns_created`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mnt_ns: Option<NsId>,
+    /// The caller's namespace, for a creation (the event's `mnt_ns` is the
+    /// new one).
     #[serde(skip_serializing_if = "Option::is_none")]
     parent_mnt_ns: Option<NsId>,
     ret: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     errno: Option<String>,
-    start_ns: Ktime,
-    end_ns: Ktime,
+    /// From entry to exit.
+    duration_ns: Ktime,
     flags: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     flag_names: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     child_pid: Option<Pid>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    path: Option<JsonPath<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path_truncated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,6 +321,47 @@ struct SyscallJson<'a> {
     propagation: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     recursive: Option<bool>,
+}
+
+/// Whether a kind's `pid`, `mnt_ns` and `path` live only in the columns
+/// (the frequent kinds, to keep the store small).
+fn keys_in_columns(kind: Kind) -> bool {
+    (kind as u8) <= Kind::ProcessFork as u8
+}
+
+/// The full raw event of a stored row: `type`, `time` and `ktime_ns` from
+/// the columns, then (for syscall and process events) `pid`, `mnt_ns` and
+/// `path` (+ `path_hex`), then the stored fields.
+pub fn expand(
+    kind: Kind,
+    wall_ns: i64,
+    kt: i64,
+    pid: Option<Pid>,
+    mnt_ns: Option<NsId>,
+    path: Option<&[u8]>,
+    data: Value,
+) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("type".into(), Value::from(kind.as_str()));
+    o.insert("time".into(), Value::from(rfc3339_ns(wall_ns)));
+    o.insert("ktime_ns".into(), Value::from(kt));
+    if keys_in_columns(kind) {
+        if let Some(p) = pid {
+            o.insert("pid".into(), Value::from(p));
+        }
+        if let Some(n) = mnt_ns {
+            o.insert("mnt_ns".into(), Value::from(n));
+        }
+        if let Some(p) = path {
+            if let Ok(Value::Object(jp)) = serde_json::to_value(json_path(p)) {
+                o.extend(jp);
+            }
+        }
+    }
+    if let Value::Object(rest) = data {
+        o.extend(rest);
+    }
+    Value::Object(o)
 }
 
 /// Turns inputs, findings and notices into records. Keeps the container
@@ -362,12 +397,7 @@ impl Converter {
             Input::Syscall(ev) => self.syscall(ev, wall, cgroup_of),
             Input::Process(p) => {
                 let (kind, pid, data) = match &p.kind {
-                    ProcessEventKind::Exit { pid } => (
-                        Kind::ProcessExit,
-                        *pid,
-                        json!({"type": Kind::ProcessExit.as_str(), "time": rfc3339_ns(wall(p.at)), "ktime_ns": p.at,
-                               "pid": pid, "mnt_ns": p.ns}),
-                    ),
+                    ProcessEventKind::Exit { pid } => (Kind::ProcessExit, *pid, json!({})),
                     ProcessEventKind::Fork {
                         parent,
                         child,
@@ -375,8 +405,7 @@ impl Converter {
                     } => (
                         Kind::ProcessFork,
                         *child,
-                        json!({"type": Kind::ProcessFork.as_str(), "time": rfc3339_ns(wall(p.at)), "ktime_ns": p.at,
-                               "pid": child, "parent": parent, "comm": comm, "mnt_ns": p.ns}),
+                        json!({"parent": parent, "comm": comm}),
                     ),
                 };
                 Some(Record {
@@ -408,34 +437,27 @@ impl Converter {
         let at = ev.end;
         let wall_ns = wall(at);
         let mut j = SyscallJson {
-            kind: kind.as_str(),
-            time: rfc3339_ns(wall_ns),
-            ktime_ns: at,
             call: "",
-            pid: ev.task.tgid,
-            tid: ev.task.tid,
+            tid: (ev.task.tid != ev.task.tgid).then_some(ev.task.tid),
             uid: ev.task.uid,
             comm: &ev.task.comm,
             cgroup_id: ev.task.cgroup_id,
             cgroup: None,
             unit: None,
-            caller_mnt_ns: ev.ns,
-            mnt_ns: Some(ev.ns),
             parent_mnt_ns: None,
             ret: ev.ret,
             errno: (ev.ret < 0).then(|| errno_name(-ev.ret)),
-            start_ns: ev.start,
-            end_ns: ev.end,
+            duration_ns: ev.end.saturating_sub(ev.start),
             flags: 0,
             flag_names: Vec::new(),
             child_pid: None,
-            path: None,
             path_truncated: None,
             source: None,
             fstype: None,
             propagation: None,
             recursive: None,
         };
+        let mut mnt_ns = Some(ev.ns);
         let mut path: Option<&[u8]> = None;
         let cgroup;
         match &ev.call {
@@ -443,7 +465,7 @@ impl Converter {
                 j.call = "unshare";
                 j.flags = *flags;
                 j.flag_names = clone_flag_names(*flags);
-                j.mnt_ns = Some(ev.ns_after);
+                mnt_ns = Some(ev.ns_after);
                 j.parent_mnt_ns = Some(ev.ns);
             }
             Call::NewTask {
@@ -454,7 +476,7 @@ impl Converter {
                 j.call = "clone";
                 j.flags = *flags;
                 j.flag_names = clone_flag_names(*flags);
-                j.mnt_ns = Some(*child_ns);
+                mnt_ns = Some(*child_ns);
                 j.parent_mnt_ns = Some(ev.ns);
                 j.child_pid = Some(*child);
             }
@@ -464,7 +486,7 @@ impl Converter {
                 j.call = if *clone3 { "clone3" } else { "clone" };
                 j.flags = *flags;
                 j.flag_names = clone_flag_names(*flags);
-                j.mnt_ns = None;
+                mnt_ns = None;
                 j.parent_mnt_ns = Some(ev.ns);
                 j.child_pid = Pid::try_from(ev.ret).ok();
             }
@@ -526,14 +548,13 @@ impl Converter {
             j.cgroup = cgroup.as_deref();
             j.unit = cgroup.as_deref().and_then(unit_from_cgroup);
         }
-        j.path = path.map(json_path);
         let data = serde_json::to_string(&j).unwrap_or_default();
         Some(Record {
             kt: at,
             wall_ns,
             kind,
             pid: Some(ev.task.tgid),
-            mnt_ns: j.mnt_ns,
+            mnt_ns,
             path: path.map(<[u8]>::to_vec),
             container: None,
             name: None,
@@ -559,7 +580,7 @@ impl Converter {
             refs: Vec::new(),
             data: String::new(),
         };
-        let base = |kind: Kind| json!({"type": kind.as_str(), "time": rfc3339_ns(wall_ns), "ktime_ns": at});
+        let base = |_: Kind| json!({});
         let mut data = match c {
             ContainerEvent::Seen { info, .. } => {
                 rec.kind = Kind::ContainerSeen;
@@ -680,12 +701,7 @@ impl Converter {
         }
         refs.sort_by_key(|r| format!("{r:?}"));
         refs.dedup();
-        let data = json!({
-            "type": Kind::Finding.as_str(),
-            "time": rfc3339_ns(wall_ns),
-            "ktime_ns": f.at,
-            "finding": finding_json,
-        });
+        let data = json!({ "finding": finding_json });
         Record {
             kt: f.at,
             wall_ns,
@@ -714,9 +730,6 @@ impl Converter {
     ) -> Record {
         let wall_ns = wall(at);
         let data = json!({
-            "type": Kind::Daemon.as_str(),
-            "time": rfc3339_ns(wall_ns),
-            "ktime_ns": at,
             "notice": kind,
             "message": message,
             "fields": fields,
@@ -729,9 +742,6 @@ impl Converter {
 /// `from_ns` and `to_ns` (unix ns), and why.
 pub fn gap_record(at: Ktime, wall_ns: i64, dropped: u64, reason: &str, from_ns: i64) -> Record {
     let data = json!({
-        "type": Kind::StoreGap.as_str(),
-        "time": rfc3339_ns(wall_ns),
-        "ktime_ns": at,
         "dropped": dropped,
         "reason": reason,
         "from": rfc3339_ns(from_ns),
@@ -793,6 +803,19 @@ mod tests {
         })
     }
 
+    /// The raw event as `timeline --json` shows it.
+    fn full(r: &Record) -> Value {
+        expand(
+            r.kind,
+            r.wall_ns,
+            r.kt as i64,
+            r.pid,
+            r.mnt_ns,
+            r.path.as_deref(),
+            serde_json::from_str(&r.data).unwrap(),
+        )
+    }
+
     fn conv() -> Converter {
         Converter::new(Patterns::default())
     }
@@ -808,8 +831,9 @@ mod tests {
             .unwrap();
         assert_eq!(r.kind, Kind::NsCreated);
         assert_eq!((r.pid, r.mnt_ns), (Some(7), Some(2)));
-        let v: Value = serde_json::from_str(&r.data).unwrap();
+        let v = full(&r);
         assert_eq!(v["type"], "ns_created");
+        assert_eq!(v["mnt_ns"], 2);
         assert_eq!(v["call"], "unshare");
         assert_eq!(v["parent_mnt_ns"], 1);
         assert_eq!(v["unit"], "ntpd.service");
@@ -867,7 +891,7 @@ mod tests {
         let r = conv().input(&umount, &wall, &no_cgroup).unwrap();
         assert_eq!(r.kind, Kind::Umount);
         assert_eq!(r.path.as_deref(), Some(merged.as_bytes()));
-        let v: Value = serde_json::from_str(&r.data).unwrap();
+        let v = full(&r);
         assert_eq!(v["errno"], "EBUSY");
         assert_eq!(v["path"], merged);
 
@@ -881,7 +905,7 @@ mod tests {
             .input(&sys(private, 2, 2, 0), &wall, &no_cgroup)
             .unwrap();
         assert_eq!(r.kind, Kind::Propagation);
-        let v: Value = serde_json::from_str(&r.data).unwrap();
+        let v = full(&r);
         assert_eq!(v["propagation"], "private");
         assert_eq!(v["recursive"], true);
     }
@@ -899,7 +923,7 @@ mod tests {
         );
         let r = conv().input(&input, &wall, &no_cgroup).unwrap();
         assert_eq!(r.path.as_deref(), Some(odd.as_slice()));
-        let v: Value = serde_json::from_str(&r.data).unwrap();
+        let v = full(&r);
         assert_eq!(
             v["path_hex"],
             "2f7661722f6c69622f646f636b65722f6f7665726c6179322f61ff622f6d6572676564"
@@ -954,6 +978,31 @@ mod tests {
             (r.kind, r.pid, r.mnt_ns),
             (Kind::ProcessExit, Some(42), Some(4026532177))
         );
+    }
+
+    #[test]
+    fn the_store_keeps_no_field_twice() {
+        let input = sys(
+            Call::Umount {
+                target: PathArg::new("/var/lib/docker/overlay2/abc/merged"),
+                flags: 0,
+            },
+            1,
+            1,
+            0,
+        );
+        let r = conv().input(&input, &wall, &no_cgroup).unwrap();
+        for key in ["type", "time", "ktime_ns", "pid", "mnt_ns", "path"] {
+            assert!(
+                !r.data.contains(&format!("\"{key}\"")),
+                "{key} in {}",
+                r.data
+            );
+        }
+        let v = full(&r);
+        assert_eq!(v["time"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["path"], "/var/lib/docker/overlay2/abc/merged");
     }
 
     #[test]

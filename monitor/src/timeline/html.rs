@@ -21,9 +21,10 @@ const PLOT_X0: f64 = LABEL_W + 16.0;
 const PLOT_X1: f64 = WIDTH - 36.0;
 const AXIS_H: f64 = 64.0;
 const LANE_H: f64 = 46.0;
-const BREAK_W: f64 = 34.0;
-const CLUSTER_MIN_W: f64 = 60.0;
-const CLUSTER_PAD: f64 = 12.0;
+/// Room kept at both ends of the plot for markers.
+const EDGE_PAD: f64 = 14.0;
+/// Least room between two clock labels on the axis.
+const LABEL_GAP: f64 = 96.0;
 
 /// Escapes text for HTML and SVG (element text and attribute values).
 pub fn esc(s: &str) -> String {
@@ -42,142 +43,84 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// A time axis with the quiet stretches cut out: clusters of activity drawn
-/// linearly, separated by fixed-width breaks.
+/// The time axis. Not to scale on purpose: the steps of a leak come in
+/// bursts milliseconds apart, separated by minutes or days. Each gap between
+/// two consecutive moments takes room growing with its logarithm, so order
+/// is kept, every moment gets its own place and a day-long quiet stretch
+/// takes a few centimetres; the gaps' real lengths are written on the axis.
 #[derive(Debug)]
 struct Axis {
-    /// (first, last) time of each cluster, and its x range.
-    clusters: Vec<(i64, i64, f64, f64)>,
+    /// Distinct moments, in order, and where they are drawn.
+    points: Vec<(i64, f64)>,
+}
+
+/// Room for a gap, in units: one for being distinct, plus its log-length.
+fn gap_weight(gap_ns: i64) -> f64 {
+    if gap_ns <= 0 {
+        return 0.0;
+    }
+    1.0 + (1.0 + gap_ns as f64 / 1e6).ln()
 }
 
 impl Axis {
     fn new(mut times: Vec<i64>) -> Axis {
         times.sort_unstable();
         times.dedup();
-        if times.is_empty() {
-            times.push(0);
+        let inner0 = PLOT_X0 + EDGE_PAD;
+        let inner1 = PLOT_X1 - EDGE_PAD;
+        if times.len() <= 1 {
+            let t = times.first().copied().unwrap_or(0);
+            return Axis {
+                points: vec![(t, (inner0 + inner1) / 2.0)],
+            };
         }
-        let (lo, hi) = (times[0], times[times.len() - 1]);
-        let total = (hi - lo).max(1);
-        // A gap is cut out when it is more than a fifth of the whole and
-        // over a minute: seconds apart stay to scale, hours apart do not
-        // squash the seconds.
-        let threshold = (total as f64 * 0.2) as i64;
-        let mut spans: Vec<(i64, i64)> = vec![(lo, lo)];
-        for w in times.windows(2) {
-            let gap = w[1] - w[0];
-            if gap > threshold && gap > 60_000_000_000 {
-                spans.push((w[1], w[1]));
-            } else if let Some(last) = spans.last_mut() {
-                last.1 = w[1];
-            }
+        let weights: Vec<f64> = times.windows(2).map(|w| gap_weight(w[1] - w[0])).collect();
+        let total: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        let mut x = inner0;
+        let mut points = vec![(times[0], x)];
+        for (t, w) in times[1..].iter().zip(&weights) {
+            x += w / total * (inner1 - inner0);
+            points.push((*t, x));
         }
-        let breaks = spans.len() - 1;
-        let width = PLOT_X1 - PLOT_X0 - breaks as f64 * BREAK_W;
-        let active: i64 = spans.iter().map(|(a, b)| b - a).sum();
-        let fixed = CLUSTER_MIN_W * spans.len() as f64;
-        let per_ns = if active > 0 {
-            (width - fixed).max(0.0) / active as f64
-        } else {
-            0.0
-        };
-        let spare = if active > 0 {
-            0.0
-        } else {
-            (width - fixed).max(0.0) / spans.len() as f64
-        };
-        let mut x = PLOT_X0;
-        let mut clusters = Vec::new();
-        for (a, b) in spans {
-            let w = CLUSTER_MIN_W + spare + (b - a) as f64 * per_ns;
-            clusters.push((a, b, x, x + w));
-            x += w + BREAK_W;
-        }
-        Axis { clusters }
+        Axis { points }
     }
 
     fn first(&self) -> i64 {
-        self.clusters.first().map_or(0, |c| c.0)
+        self.points.first().map_or(0, |p| p.0)
     }
 
     fn last(&self) -> i64 {
-        self.clusters.last().map_or(0, |c| c.1)
+        self.points.last().map_or(0, |p| p.0)
     }
 
     fn x(&self, t: i64) -> f64 {
-        for (i, &(a, b, x0, x1)) in self.clusters.iter().enumerate() {
-            let inner0 = x0 + CLUSTER_PAD;
-            let inner1 = x1 - CLUSTER_PAD;
-            if t < a {
-                if i == 0 {
-                    return x0;
-                }
-                // Inside the break before this cluster.
-                let prev = self.clusters[i - 1];
-                let f = (t - prev.1) as f64 / (a - prev.1).max(1) as f64;
-                return prev.3 + f * BREAK_W;
-            }
-            if t <= b {
-                if b == a {
-                    return (inner0 + inner1) / 2.0;
-                }
-                return inner0 + (t - a) as f64 / (b - a) as f64 * (inner1 - inner0);
+        match self.points.binary_search_by_key(&t, |p| p.0) {
+            Ok(i) => self.points[i].1,
+            Err(0) => self.points.first().map_or(PLOT_X0, |p| p.1),
+            Err(i) if i >= self.points.len() => self.points.last().map_or(PLOT_X1, |p| p.1),
+            Err(i) => {
+                let (t0, x0) = self.points[i - 1];
+                let (t1, x1) = self.points[i];
+                let f = gap_weight(t - t0) / gap_weight(t1 - t0).max(f64::MIN_POSITIVE);
+                x0 + f.clamp(0.0, 1.0) * (x1 - x0)
             }
         }
-        self.clusters.last().map_or(PLOT_X1, |c| c.3)
     }
 }
 
-/// Tick spacing for `span` ns over `px` pixels: a round step giving about
-/// one label per 120 px.
-fn tick_step(span: i64, px: f64) -> i64 {
-    const STEPS: [i64; 22] = [
-        1_000_000,
-        2_000_000,
-        5_000_000,
-        10_000_000,
-        20_000_000,
-        50_000_000,
-        100_000_000,
-        200_000_000,
-        500_000_000,
-        1_000_000_000,
-        2_000_000_000,
-        5_000_000_000,
-        10_000_000_000,
-        30_000_000_000,
-        60_000_000_000,
-        120_000_000_000,
-        300_000_000_000,
-        600_000_000_000,
-        1_800_000_000_000,
-        3_600_000_000_000,
-        21_600_000_000_000,
-        86_400_000_000_000,
-    ];
-    let want = (px / 120.0).max(1.0);
-    let ideal = span as f64 / want;
-    STEPS
-        .iter()
-        .copied()
-        .find(|s| *s as f64 >= ideal)
-        .unwrap_or(86_400_000_000_000)
-}
-
-/// `13:52:33` (or with milliseconds when the step is under a second).
-fn clock(t: i64, step: i64) -> String {
+/// `13:52:33.004`.
+fn clock(t: i64) -> String {
     let full = rfc3339_ns(t); // 2026-11-27T13:52:33.004Z
-    let time = full.get(11..23).unwrap_or("");
-    if step < 1_000_000_000 {
-        time.to_string()
-    } else {
-        time.get(..8).unwrap_or(time).to_string()
-    }
+    full.get(11..23).unwrap_or("").to_string()
 }
 
 fn human_duration(ns: i64) -> String {
     let secs = ns / 1_000_000_000;
-    if secs >= 86_400 {
+    if ns < 1_000_000_000 {
+        format!("{} ms", ns / 1_000_000)
+    } else if secs < 10 {
+        format!("{:.1} s", ns as f64 / 1e9)
+    } else if secs >= 86_400 {
         format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600)
     } else if secs >= 3600 {
         format!("{} h {} min", secs / 3600, secs % 3600 / 60)
@@ -273,10 +216,10 @@ svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",san
 .lane-label{font-size:13px;font-weight:600;fill:#1d2330}
 .lane-detail{font-size:11px;fill:#5b6475}
 .axis line{stroke:#c4cad6}
+.axis line.minor{stroke:#e3e6ed}
+.axis text.gap{fill:#8a93a5;font-size:10px}
 .axis text{font-size:11px;fill:#5b6475}
 .axis .date{font-weight:600;fill:#1d2330}
-.break path{stroke:#9aa3b5;fill:none;stroke-width:1.5}
-.break text{font-size:10px;fill:#5b6475}
 .baseline{stroke:#aab2c2;stroke-width:1;stroke-dasharray:3 3}
 .span-running{fill:#4f7fd9}
 .span-stopped{fill:#a9b8d6}
@@ -391,8 +334,9 @@ pub fn render(t: &Timeline) -> String {
          mounts, each namespace that held a copy and the processes in it. A bar is how long it existed, a red hatched \
          bar is a leak window (the host had let go, the copy had not), and symbols mark what happened; hover one for \
          details or click it to jump to the step below. <span class=\"unknown-start\">◀…</span> means it began before \
-         the first record, <span class=\"open-end\">…▶</span> that it was still so at the last one. A zig-zag in the \
-         axis cuts out a quiet stretch (its length is written under it).</p>\n</section>\n",
+         the first record, <span class=\"open-end\">…▶</span> that it was still so at the last one. The time axis is \
+         not to scale: quiet stretches are shortened (their real length is written on the axis, ↔) so that steps \
+         milliseconds apart can still be told apart; the clock time of each step is along the top.</p>\n</section>\n",
     );
     // Legend.
     h.push_str("<section class=\"legend\" id=\"legend\" aria-label=\"legend\">\n");
@@ -515,57 +459,50 @@ fn axis_svg(axis: &Axis, bottom: f64) -> String {
     let mut g = String::from("<g class=\"axis\">\n");
     let _ = writeln!(
         g,
-        "<text x=\"{:.1}\" y=\"16\" class=\"date\">{}</text><text x=\"{:.1}\" y=\"16\" text-anchor=\"end\">time (UTC)</text>",
-        PLOT_X0,
-        esc(rfc3339_ns(axis.first()).get(..10).unwrap_or("")),
+        "<text x=\"{:.1}\" y=\"14\" text-anchor=\"end\">time (UTC), not to scale: quiet stretches are shortened, their length is written between the marks</text>",
         PLOT_X1
     );
-    let mut last_date = rfc3339_ns(axis.first()).get(..10).unwrap_or("").to_string();
-    for (i, &(a, b, x0, x1)) in axis.clusters.iter().enumerate() {
-        let inner = (x1 - x0 - 2.0 * CLUSTER_PAD).max(1.0);
-        let step = tick_step((b - a).max(1), inner);
-        let mut tick = if a % step == 0 {
-            a
-        } else {
-            a - a.rem_euclid(step) + step
-        };
-        let mut n = 0;
-        if b == a {
-            tick = a;
-        }
-        while tick <= b && n < 50 {
-            let x = axis.x(tick);
-            let date = rfc3339_ns(tick).get(..10).unwrap_or("").to_string();
+    let mut last_label = f64::MIN;
+    let mut last_date = String::new();
+    for (i, &(t, x)) in axis.points.iter().enumerate() {
+        let labelled = x - last_label >= LABEL_GAP;
+        let _ = writeln!(
+            g,
+            "<line class=\"{}\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/>",
+            if labelled { "tick" } else { "tick minor" },
+            AXIS_H - if labelled { 14.0 } else { 6.0 }
+        );
+        if labelled {
             let _ = writeln!(
                 g,
-                "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                AXIS_H - 14.0,
-                AXIS_H - 20.0,
-                esc(&clock(tick, step))
+                "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                AXIS_H - 18.0,
+                esc(&clock(t))
             );
+            let date = rfc3339_ns(t).get(..10).unwrap_or("").to_string();
             if date != last_date {
                 let _ = writeln!(
                     g,
                     "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" class=\"date\">{}</text>",
-                    AXIS_H - 34.0,
+                    AXIS_H - 32.0,
                     esc(&date)
                 );
                 last_date = date;
             }
-            tick += step;
-            n += 1;
+            last_label = x;
         }
-        if let Some(next) = axis.clusters.get(i + 1) {
-            let bx = x1 + BREAK_W / 2.0;
-            let _ = writeln!(
-                g,
-                "<g class=\"break\"><title>{} with nothing recorded</title><path d=\"M{:.1},{:.1} l-5,6 l10,6 l-10,6 l10,6 l-5,6\"/><text x=\"{bx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text></g>",
-                esc(&human_duration(next.0 - b)),
-                bx,
-                AXIS_H - 40.0,
-                AXIS_H - 44.0,
-                esc(&human_duration(next.0 - b))
-            );
+        // The real length of a noticeable gap, where there is room for it.
+        if let Some(&(t1, x1)) = axis.points.get(i + 1) {
+            let gap = t1 - t;
+            if gap >= 1_000_000_000 && x1 - x >= 44.0 {
+                let _ = writeln!(
+                    g,
+                    "<text class=\"gap\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">↔ {}</text>",
+                    (x + x1) / 2.0,
+                    AXIS_H - 4.0,
+                    esc(&human_duration(gap))
+                );
+            }
         }
     }
     g.push_str("</g>\n");
@@ -649,7 +586,7 @@ fn lane_svg(t: &Timeline, axis: &Axis, l: &Lifeline, top: f64) -> String {
         g.push('\n');
     }
     let mut last_label_x = f64::MIN;
-    let mut raise = false;
+    let mut slot = 0usize;
     for m in &l.markers {
         let x = axis.x(m.time_ns);
         let link = step_index(&t.steps, m)
@@ -671,9 +608,14 @@ fn lane_svg(t: &Timeline, axis: &Axis, l: &Lifeline, top: f64) -> String {
             marker_svg(&m.kind)
         );
         if m.finding.is_some() {
-            // Finding labels alternate height when they would overlap.
-            raise = x - last_label_x < 64.0 && !raise;
-            let y = if raise { mid - 24.0 } else { mid - 13.0 };
+            // Finding labels take turns above, higher, and below the line
+            // when they would overlap.
+            slot = if x - last_label_x < 70.0 {
+                (slot + 1) % 3
+            } else {
+                0
+            };
+            let y = [mid - 13.0, mid - 24.0, mid + 22.0][slot];
             let _ = write!(
                 g,
                 "<text class=\"marker-label label-{}\" x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"middle\">{}</text>",
@@ -773,28 +715,27 @@ mod tests {
     }
 
     #[test]
-    fn quiet_stretches_are_cut_out_of_the_axis() {
+    fn the_axis_keeps_order_and_separates_close_moments() {
         let hour = 3_600_000_000_000i64;
-        let axis = Axis::new(vec![
+        let times = [
             T0,
-            T0 + 1_000_000_000,
+            T0 + 1_000_000,
+            T0 + 2_000_000,
             T0 + hour,
             T0 + hour + 2_000_000_000,
-        ]);
-        // Seconds apart stay to scale.
-        assert_eq!(
-            Axis::new(vec![T0, T0 + 5_000_000_000, T0 + 30_000_000_000])
-                .clusters
-                .len(),
-            1
-        );
-        assert_eq!(axis.clusters.len(), 2);
-        let xs: Vec<f64> = [T0, T0 + 1_000_000_000, T0 + hour, T0 + hour + 2_000_000_000]
-            .iter()
-            .map(|t| axis.x(*t))
-            .collect();
-        assert!(xs.windows(2).all(|w| w[0] < w[1]), "{xs:?}");
-        assert!(xs[3] <= PLOT_X1 && xs[0] >= PLOT_X0);
+        ];
+        let axis = Axis::new(times.to_vec());
+        let xs: Vec<f64> = times.iter().map(|t| axis.x(*t)).collect();
+        assert!(xs.windows(2).all(|w| w[1] - w[0] >= 20.0), "{xs:?}");
+        assert!(xs[0] >= PLOT_X0 && xs[4] <= PLOT_X1);
+        // The hour takes more room than a millisecond, but not all of it.
+        assert!(xs[3] - xs[2] > xs[1] - xs[0]);
+        assert!(xs[3] - xs[2] < (PLOT_X1 - PLOT_X0) * 0.6);
+        // Between two moments, in between.
+        let mid = axis.x(T0 + hour / 2);
+        assert!(mid > xs[2] && mid < xs[3]);
+        assert_eq!(axis.x(T0 - 5), xs[0]);
+        assert_eq!(axis.x(T0 + 2 * hour), xs[4]);
         // A single instant still gets a readable axis.
         let one = Axis::new(vec![T0]);
         assert!((one.x(T0) - (PLOT_X0 + PLOT_X1) / 2.0).abs() < 1.0);

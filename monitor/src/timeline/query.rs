@@ -62,13 +62,14 @@ impl Target {
                 .map_err(|_| format!("{text:?}: no pid is that large"));
         }
         if t.bytes().all(|b| b.is_ascii_digit()) {
-            let n = number(t)?;
-            if n >= FIRST_NS_INUM {
-                return Ok(Target::Ns(n));
+            let n = number(t);
+            match n {
+                Ok(n) if n >= FIRST_NS_INUM => return Ok(Target::Ns(n)),
+                // PID_MAX_LIMIT is 2^22: seven digits at most.
+                Ok(n) if n > 0 && t.len() <= 7 => return Ok(Target::Pid(n as u32)),
+                // Otherwise a container id (prefix) that is all digits.
+                _ => return Ok(Target::Container(t.to_string())),
             }
-            return u32::try_from(n)
-                .map(Target::Pid)
-                .map_err(|_| format!("{text:?}: neither a pid nor a mount namespace id"));
         }
         if let Some((ns, name)) = t.split_once('/') {
             if ns.is_empty() || name.is_empty() || name.contains('/') {
@@ -484,7 +485,16 @@ mod tests {
             .unwrap_err()
             .contains("NAMESPACE/NAME"));
         assert!(Target::parse("mnt:x").is_err());
-        assert!(Target::parse("99999999999").is_ok());
+        // All digits but no pid: a container id (prefix).
+        assert_eq!(
+            Target::parse("000000000000"),
+            Ok(Target::Container("000000000000".into()))
+        );
+        assert_eq!(
+            Target::parse("12345678"),
+            Ok(Target::Container("12345678".into()))
+        );
+        assert_eq!(Target::parse("0"), Ok(Target::Container("0".into())));
     }
 
     #[test]

@@ -8,13 +8,20 @@
 //! runs(id INTEGER PRIMARY KEY, started_ns, boot_id, hostname, kernel, version, pid)
 //! events(id INTEGER PRIMARY KEY,                    -- insertion order
 //!        run, wall_ns, kt, kind,                     -- run: runs.id; kt: CLOCK_BOOTTIME of that boot
-//!        pid, mnt_ns, path BLOB, container, name, pod,   -- indexed keys (NULL when none)
-//!        data TEXT)                                  -- the raw event, JSON (README "Timeline JSON")
-//! refs(event, mnt_ns, pid, path BLOB)               -- extra keys of events that have several
+//!        pid, mnt_ns, path BLOB, container, name, pod,   -- keys (NULL when none)
+//!        path_key, container_key,                    -- 64-bit FNV-1a of path / container, indexed
+//!        data TEXT)                                  -- the event's own fields, JSON
+//! refs(event, mnt_ns, pid, path_key)                -- extra keys of events that have several
 //! ```
 //!
-//! Each key column has a partial index (`WHERE col IS NOT NULL`), so a row
-//! pays only for the keys it has. Retention deletes the oldest rows by id
+//! `data` plus `type`/`time`/`ktime_ns` from `kind`/`wall_ns`/`kt` (and,
+//! for syscall and process events, `pid`/`mnt_ns`/`path` from their
+//! columns) is the raw event ([`super::event::expand`]; README "Timeline
+//! JSON"): nothing is stored twice. Each key has a partial index (`WHERE
+//! … IS NOT NULL`), so a row pays only for the keys it has; long keys
+//! (paths, 64-hex container ids) are indexed by their hash and compared in
+//! full on lookup. Names, pods and container-id prefixes are looked up on
+//! the runtime's `container_seen` rows and findings only. Retention deletes the oldest rows by id
 //! (ids follow time closely enough), in chunks; `auto_vacuum = INCREMENTAL`
 //! gives the freed pages back to the file system.
 //!
@@ -61,26 +68,41 @@ CREATE TABLE IF NOT EXISTS events (
     container TEXT,
     name TEXT,
     pod TEXT,
+    path_key INTEGER,
+    container_key INTEGER,
     data TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_pid ON events(pid) WHERE pid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_pid ON events(pid) WHERE kind IN (1, 6, 7) AND pid IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_mnt_ns ON events(mnt_ns) WHERE mnt_ns IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_path ON events(path) WHERE path IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_container ON events(container) WHERE container IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_name ON events(name) WHERE name IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_pod ON events(pod) WHERE pod IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_path ON events(path_key) WHERE path_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_container ON events(container_key) WHERE container_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_container_id ON events(container) WHERE kind IN (10, 20) AND container IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_name ON events(name) WHERE kind IN (10, 20) AND name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_pod ON events(pod) WHERE kind IN (10, 20) AND pod IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_daemon ON events(wall_ns) WHERE kind >= 30;
 CREATE TABLE IF NOT EXISTS refs (
     event INTEGER NOT NULL,
     mnt_ns INTEGER,
     pid INTEGER,
-    path BLOB
+    path_key INTEGER
 );
 CREATE INDEX IF NOT EXISTS refs_event ON refs(event);
 CREATE INDEX IF NOT EXISTS refs_mnt_ns ON refs(mnt_ns) WHERE mnt_ns IS NOT NULL;
 CREATE INDEX IF NOT EXISTS refs_pid ON refs(pid) WHERE pid IS NOT NULL;
-CREATE INDEX IF NOT EXISTS refs_path ON refs(path) WHERE path IS NOT NULL;
+CREATE INDEX IF NOT EXISTS refs_path ON refs(path_key) WHERE path_key IS NOT NULL;
 ";
+
+/// 64-bit FNV-1a (as a signed SQLite integer): the indexed form of long
+/// keys. Collisions are harmless: lookups compare the full key too (and a
+/// `refs` match names an event whose own JSON says which path it meant).
+pub fn key_hash(bytes: &[u8]) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
 
 const EVENT_COLUMNS: &str =
     "id, run, wall_ns, kt, kind, pid, mnt_ns, path, container, name, pod, data";
@@ -280,6 +302,20 @@ impl Store {
         self.conn
             .pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
             .map_err(err)?;
+        // Checkpoint every 32 MiB of WAL rather than 4: a checkpoint is
+        // where WAL mode syncs, and syncs are what sustained writing waits on.
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 8192)
+            .map_err(err)?;
+        // 32 MiB of page cache: index pages of random keys stay in memory.
+        self.conn
+            .pragma_update(None, "cache_size", -32768)
+            .map_err(err)?;
+        // Read pages through a mapping rather than pread: a fifth of the
+        // writer's CPU went to copying pages in (perf, BENCHMARKS.md).
+        self.conn
+            .pragma_update(None, "mmap_size", 256 * 1024 * 1024)
+            .map_err(err)?;
         let existing = self.schema_version()?;
         match existing {
             Some(v) if v > SCHEMA_VERSION => {
@@ -418,13 +454,13 @@ impl Store {
         {
             let mut ev = tx
                 .prepare_cached(
-                    "INSERT INTO events(run, wall_ns, kt, kind, pid, mnt_ns, path, container, name, pod, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO events(run, wall_ns, kt, kind, pid, mnt_ns, path, container, name, pod, path_key, container_key, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .map_err(err)?;
             let mut rf = tx
                 .prepare_cached(
-                    "INSERT INTO refs(event, mnt_ns, pid, path) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO refs(event, mnt_ns, pid, path_key) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(err)?;
             for r in records {
@@ -439,6 +475,8 @@ impl Store {
                     r.container,
                     r.name,
                     r.pod,
+                    r.path.as_deref().map(key_hash),
+                    r.container.as_deref().map(|c| key_hash(c.as_bytes())),
                     r.data,
                 ])
                 .map_err(err)?;
@@ -448,7 +486,7 @@ impl Store {
                         let (ns, pid, p) = match x {
                             Ref::Ns(n) => (Some(i64::try_from(*n).unwrap_or(i64::MAX)), None, None),
                             Ref::Pid(p) => (None, Some(*p), None),
-                            Ref::Path(p) => (None, None, Some(p.as_slice())),
+                            Ref::Path(p) => (None, None, Some(key_hash(p))),
                         };
                         rf.execute(params![id, ns, pid, p]).map_err(err)?;
                     }
@@ -486,17 +524,24 @@ impl Store {
         Ok(pages.saturating_sub(free) * self.pragma_u64("page_size")?)
     }
 
+    /// The lowest and highest event id. Two queries: SQLite answers a lone
+    /// `min(id)` or `max(id)` from the b-tree's ends, but both in one
+    /// statement scan the whole table (a profile of retention found it).
     fn id_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        self.conn
-            .query_row("SELECT min(id), max(id) FROM events", [], |r| {
-                Ok(
-                    match (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?) {
-                        (Some(a), Some(b)) => Some((a, b)),
-                        _ => None,
-                    },
+        let end = |order: &str| -> Result<Option<i64>, StoreError> {
+            self.conn
+                .query_row(
+                    &format!("SELECT id FROM events ORDER BY id {order} LIMIT 1"),
+                    [],
+                    |r| r.get(0),
                 )
-            })
-            .map_err(|e| self.err(e))
+                .optional()
+                .map_err(|e| self.err(e))
+        };
+        Ok(match (end("ASC")?, end("DESC")?) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        })
     }
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -613,41 +658,73 @@ impl Store {
         Ok((n as u64, end < upto))
     }
 
-    /// Gives up to `pages` free pages back to the file system.
+    /// Gives up to `pages` free pages back to the file system (the file
+    /// shrinks at the checkpoint that follows, done here).
     pub fn vacuum_step(&mut self, pages: u32) -> Result<(), StoreError> {
         self.conn
-            .execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))
+            .execute_batch(&format!(
+                "PRAGMA incremental_vacuum({pages}); PRAGMA wal_checkpoint(TRUNCATE);"
+            ))
             .map_err(|e| self.err(e))
     }
 
     /// Every event with `key` (in a key column or in `refs`), oldest first;
     /// at most `limit` (the newest are kept then) and whether it was cut.
     pub fn rows_for(&self, key: &Key, limit: usize) -> Result<(Vec<Row>, bool), StoreError> {
-        let (col, refcol) = match key {
-            Key::Container(_) => ("container", None),
-            Key::Name(_) => ("name", None),
-            Key::Pod(_) => ("pod", None),
-            Key::Path(_) => ("path", Some("path")),
-            Key::Ns(_) => ("mnt_ns", Some("mnt_ns")),
-            Key::Pid(_) => ("pid", Some("pid")),
+        use rusqlite::types::Value as V;
+        // (condition on events, condition on refs, the value, a second value
+        // for the full comparison of a hashed key).
+        let (cond, refcond, value, full): (&str, Option<&str>, V, V) = match key {
+            Key::Container(c) => (
+                "container_key = ?1 AND container = ?2",
+                None,
+                key_hash(c.as_bytes()).into(),
+                c.clone().into(),
+            ),
+            Key::Name(n) => (
+                "kind IN (10, 20) AND name IS NOT NULL AND name = ?1 AND ?2 IS NOT NULL",
+                None,
+                n.clone().into(),
+                V::Integer(0),
+            ),
+            Key::Pod(p) => (
+                "kind IN (10, 20) AND pod IS NOT NULL AND pod = ?1 AND ?2 IS NOT NULL",
+                None,
+                p.clone().into(),
+                V::Integer(0),
+            ),
+            Key::Path(p) => (
+                "path_key = ?1 AND path = ?2",
+                Some("path_key = ?1"),
+                key_hash(p).into(),
+                p.clone().into(),
+            ),
+            Key::Ns(n) => (
+                "mnt_ns = ?1 AND ?2 IS NOT NULL",
+                Some("mnt_ns = ?1"),
+                i64::try_from(*n).unwrap_or(i64::MAX).into(),
+                V::Integer(0),
+            ),
+            // What a process did that matters: namespaces it made, its
+            // fork and exit (its mounts are found through their paths).
+            Key::Pid(p) => (
+                "kind IN (1, 6, 7) AND pid IS NOT NULL AND pid = ?1 AND ?2 IS NOT NULL",
+                Some("pid = ?1"),
+                i64::from(*p).into(),
+                V::Integer(0),
+            ),
         };
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {col} = ?1");
-        if let Some(rc) = refcol {
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {cond}");
+        if let Some(rc) = refcond {
             sql.push_str(&format!(
-                " UNION SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT event FROM refs WHERE {rc} = ?1)"
+                " UNION SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT event FROM refs WHERE {rc})"
             ));
         }
-        sql.push_str(" ORDER BY id DESC LIMIT ?2");
-        let value: rusqlite::types::Value = match key {
-            Key::Container(s) | Key::Name(s) | Key::Pod(s) => s.clone().into(),
-            Key::Path(p) => p.clone().into(),
-            Key::Ns(n) => i64::try_from(*n).unwrap_or(i64::MAX).into(),
-            Key::Pid(p) => i64::from(*p).into(),
-        };
+        sql.push_str(" ORDER BY id DESC LIMIT ?3");
         let lim = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut rows: Vec<Row> = stmt
-            .query_map(params![value, lim], read_row)
+            .query_map(params![value, full, lim], read_row)
             .map_err(|e| self.err(e))?
             .filter_map(|r| r.ok().flatten())
             .collect();
@@ -657,7 +734,8 @@ impl Store {
         Ok((rows, cut))
     }
 
-    /// Container ids starting with `prefix` (at most `limit`).
+    /// Container ids starting with `prefix` (at most `limit`), from the
+    /// runtime's inspections and findings.
     pub fn containers_with_prefix(
         &self,
         prefix: &str,
@@ -666,7 +744,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT DISTINCT container FROM events WHERE container >= ?1 AND container < ?2 LIMIT ?3",
+                "SELECT DISTINCT container FROM events WHERE kind IN (10, 20) AND container IS NOT NULL \
+                 AND container >= ?1 AND container < ?2 LIMIT ?3",
             )
             .map_err(|e| self.err(e))?;
         let upper = format!("{prefix}\u{10FFFF}");
@@ -821,7 +900,8 @@ pub(crate) mod tests {
     fn a_batch_is_stored_and_found_by_each_key() {
         let (_d, mut s) = temp_store();
         let run = s.begin_run(&RunInfo::current()).unwrap();
-        let recs: Vec<Record> = (0..12).map(|i| rec(i, Kind::Umount)).collect();
+        // Exits: the kind a pid is looked up on.
+        let recs: Vec<Record> = (0..12).map(|i| rec(i, Kind::ProcessExit)).collect();
         s.insert_batch(run, &recs).unwrap();
         let (rows, cut) = s
             .rows_for(
@@ -947,8 +1027,11 @@ pub(crate) mod tests {
         s.insert_batch(run, &[rec(0, Kind::Umount)]).unwrap();
         s.connection()
             .execute(
-                "INSERT INTO events(run, wall_ns, kt, kind, path, data) VALUES (1, 5, 5, 250, ?1, '{}'), (1, 6, 6, 4, ?1, 'not json')",
-                [b"/var/lib/docker/overlay2/a/merged".to_vec()],
+                "INSERT INTO events(run, wall_ns, kt, kind, path, path_key, data) VALUES (1, 5, 5, 250, ?1, ?2, '{}'), (1, 6, 6, 4, ?1, ?2, 'not json')",
+                params![
+                    b"/var/lib/docker/overlay2/a/merged".to_vec(),
+                    key_hash(b"/var/lib/docker/overlay2/a/merged")
+                ],
             )
             .unwrap();
         let (rows, _) = s

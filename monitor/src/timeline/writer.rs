@@ -70,7 +70,7 @@ impl WriterConfig {
             batch: 8_192,
             retention_every: Duration::from_secs(60),
             retention_every_rows: 200_000,
-            retention_chunk: 20_000,
+            retention_chunk: 5_000,
         }
     }
 }
