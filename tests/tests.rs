@@ -37,3 +37,7 @@ mod probes;
 mod procfs_scan;
 /// Throwaway mount namespaces, overlay and loop mounts, holder processes.
 mod support;
+/// `mountleak timeline` and its event store: a real leak's story after the
+/// holder exited and the daemon restarted, the HTML picture in headless
+/// Chromium, kill -9 under heavy writing, a full or read-only store (issue 5).
+mod timeline;

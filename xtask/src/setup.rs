@@ -48,6 +48,8 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     // pip: installs the rotel OTLP collector below.
     "python3-pip",
+    // Headless Chromium: tests/timeline renders `timeline --html` and checks its DOM and a screenshot.
+    "chromium",
 ];
 
 /// Python packages the tests run, pinned: (package, version, why).
