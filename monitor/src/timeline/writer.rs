@@ -263,7 +263,12 @@ struct Worker {
     rows_since_retention: u64,
     /// Retention in progress: delete up to this id.
     retention_upto: Option<i64>,
+    /// Free pages still to give back after a retention round.
+    vacuum_left: bool,
 }
+
+/// Pages given back to the file system per step after retention (8 MiB).
+const VACUUM_PAGES: u32 = 2048;
 
 /// Longest wait between attempts to open or write a failing store.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -287,6 +292,7 @@ impl Worker {
             last_retention: now,
             rows_since_retention: 0,
             retention_upto: None,
+            vacuum_left: false,
         }
     }
 
@@ -296,7 +302,7 @@ impl Worker {
         while open || !batch.is_empty() {
             if open {
                 // Idle: wake up now and then for retention and reopening.
-                let wait = if self.retention_upto.is_some() {
+                let wait = if self.retention_upto.is_some() || self.vacuum_left {
                     Duration::ZERO
                 } else {
                     Duration::from_millis(500)
@@ -480,6 +486,17 @@ impl Worker {
         let Some(store) = self.store.as_mut() else {
             return;
         };
+        if self.vacuum_left {
+            // A few MiB at a time, so batches keep flowing in between.
+            match store.vacuum_step(VACUUM_PAGES) {
+                Ok(left) => self.vacuum_left = left > 0,
+                Err(e) => {
+                    self.vacuum_left = false;
+                    warn!(error = %e, "event store: could not give free pages back");
+                }
+            }
+            return;
+        }
         if self.retention_upto.is_none() {
             let due = self.last_retention.elapsed() >= self.cfg.retention_every
                 || self.rows_since_retention >= self.cfg.retention_every_rows;
@@ -502,8 +519,9 @@ impl Worker {
                 self.shared.retained_away.fetch_add(n, Ordering::Relaxed);
                 if !more {
                     self.retention_upto = None;
-                    if let Err(e) = store.vacuum_step(u32::MAX) {
-                        warn!(error = %e, "event store: could not give free pages back");
+                    match store.forget_orphans() {
+                        Ok(()) => self.vacuum_left = true,
+                        Err(e) => warn!(error = %e, "event store: could not forget unused paths"),
                     }
                 }
             }
