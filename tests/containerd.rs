@@ -914,11 +914,8 @@ fn findings_name_a_ctr_container_and_check_says_held() {
 /// is deleted, so the copy is still in the holder's table at that point.
 /// `check` (a full read with devices) does say held.
 #[test]
-#[ignore = "known bug: no removal_warning for a cwd-pinned rootfs (the post-stop rescan reads no device facts)"]
+#[ignore = "needs root: runs containerd and the mountleak daemon"]
 fn a_killed_ctr_task_with_a_pinned_rootfs_is_warned_about() {
-    if support::skip_known_bug("a_killed_ctr_task_with_a_pinned_rootfs_is_warned_about") {
-        return;
-    }
     let ctrd = Containerd::start();
     let mut daemon = Daemon::start(&ctrd);
     let (id, holder) = ctr_container_held(&ctrd, &mut daemon);
@@ -987,11 +984,8 @@ fn findings_name_a_cri_container_and_its_pod() {
 /// namespace. Known bug: as for `ctr` above (the post-stop rescan reads no
 /// device facts).
 #[test]
-#[ignore = "known bug: no removal_warning for a cwd-pinned rootfs (the post-stop rescan reads no device facts)"]
+#[ignore = "needs root: runs containerd and the mountleak daemon"]
 fn a_stopped_cri_container_is_warned_about_with_its_pod() {
-    if support::skip_known_bug("a_stopped_cri_container_is_warned_about_with_its_pod") {
-        return;
-    }
     let mut ctrd = Containerd::start();
     let mut daemon = Daemon::start(&ctrd);
     let rt = current_thread();

@@ -740,11 +740,8 @@ fn check_and_scan_follow_a_cwd_pinned_rootfs_through_docker_rm() {
 /// copy nor the cwd pin and settles on "no warning". `check` and `scan`
 /// (full reads) do see the pin.
 #[test]
-#[ignore = "known bug: no removal_warning for a cwd-pinned rootfs (the post-stop rescan reads no pins)"]
+#[ignore = "needs root: runs dockerd and the mountleak daemon"]
 fn docker_stop_warns_before_rm_when_a_cwd_pins_the_rootfs() {
-    if support::skip_known_bug("docker_stop_warns_before_rm_when_a_cwd_pins_the_rootfs") {
-        return;
-    }
     let mut d = Dockerd::start();
     let mut daemon = daemon(&d);
     let latency = pinned_rootfs_story(&mut d, Some(&mut daemon), &unique("mlk-pinned"));
@@ -827,13 +824,15 @@ fn the_daemon_follows_a_dockerd_restart() {
 /// still carry the container's name. Known bug: see
 /// [`docker_stop_warns_before_rm_when_a_cwd_pins_the_rootfs`].
 #[test]
-#[ignore = "known bug: no removal_warning for a cwd-pinned rootfs (the post-stop rescan reads no pins)"]
+#[ignore = "needs root: runs dockerd and the mountleak daemon"]
 fn warnings_after_a_dockerd_restart_carry_names() {
-    if support::skip_known_bug("warnings_after_a_dockerd_restart_carry_names") {
-        return;
-    }
     let mut d = Dockerd::start();
     let mut daemon = daemon(&d);
+    // The restart must come after the adapter's first connection, or it
+    // simply connects to the new engine and never reconnects.
+    daemon.wait_for("docker connected", FINDING_TIMEOUT, |v| {
+        v["type"] == "runtime" && v["runtime"] == "docker" && v["connected"] == true
+    });
     d.restart_hard();
     daemon.wait_for("docker connected again", Duration::from_secs(60), |v| {
         v["type"] == "runtime" && v["runtime"] == "docker" && v["reconnects"] == 1

@@ -15,8 +15,8 @@ pub struct Patterns {
 }
 
 /// The runtimes' own mount layouts. Sources: moby's overlay2/overlay drivers
-/// and its per-container shm mount; containerd's v2 task bundles (and k3s's
-/// copy of them); containers/storage (CRI-O, podman); kubelet's pod volumes,
+/// and its per-container shm mount; containerd's v2 task bundles and CRI
+/// sandbox shm mounts (and k3s's copies of them); containers/storage (CRI-O, podman); kubelet's pod volumes,
 /// subPath bind mounts and CSI staging (`globalmount`).
 pub const DEFAULT_PATTERNS: &[&str] = &[
     "/var/lib/docker/overlay2/*/merged",
@@ -26,6 +26,8 @@ pub const DEFAULT_PATTERNS: &[&str] = &[
     "/run/k3s/containerd/io.containerd.runtime.v2.task/*/*/rootfs",
     "/var/lib/containers/storage/overlay/*/merged",
     "/run/containers/storage/overlay-containers/*/userdata/shm",
+    "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/*/shm",
+    "/run/k3s/containerd/io.containerd.grpc.v1.cri/sandboxes/*/shm",
     "/var/lib/kubelet/pods/*/volumes/*/*",
     "/var/lib/kubelet/pods/*/volumes/*/*/mount",
     "/var/lib/kubelet/pods/*/volume-subpaths/**",

@@ -306,9 +306,19 @@ impl Daemon {
     fn check_runtimes(&mut self) {
         let now: Vec<RuntimeStatus> = self.runtimes.iter().map(|r| r.borrow().clone()).collect();
         for (i, status) in now.iter().enumerate() {
-            let before = self.runtime_seen.get(i).map(|r| r.connected);
-            if before != Some(status.connected) {
-                let message = if status.connected {
+            let before = self
+                .runtime_seen
+                .get(i)
+                .map(|r| (r.connected, r.reconnects));
+            // A reconnect counts even when it was lost and back between two
+            // looks (the engine restarted quickly): containers were resynced.
+            if before != Some((status.connected, status.reconnects)) {
+                let message = if status.connected && before.is_some_and(|(was, _)| was) {
+                    format!(
+                        "{} reconnected ({} reconnects); its containers were read again",
+                        status.runtime, status.reconnects
+                    )
+                } else if status.connected {
                     format!(
                         "{} connected ({})",
                         status.runtime,
