@@ -55,15 +55,24 @@ struct Axis {
 }
 
 /// Room for a gap, in units: one for being distinct, plus its log-length.
+/// Moments within the same millisecond share a place (two conversions of
+/// one kernel time to wall time can differ by nanoseconds).
 fn gap_weight(gap_ns: i64) -> f64 {
-    if gap_ns <= 0 {
+    let ms = gap_ns / 1_000_000;
+    if ms <= 0 {
         return 0.0;
     }
-    1.0 + (1.0 + gap_ns as f64 / 1e6).ln()
+    1.0 + (1.0 + ms as f64).ln()
+}
+
+/// The millisecond a moment is drawn at.
+fn ms(t: i64) -> i64 {
+    t.div_euclid(1_000_000) * 1_000_000
 }
 
 impl Axis {
-    fn new(mut times: Vec<i64>) -> Axis {
+    fn new(times: Vec<i64>) -> Axis {
+        let mut times: Vec<i64> = times.into_iter().map(ms).collect();
         times.sort_unstable();
         times.dedup();
         let inner0 = PLOT_X0 + EDGE_PAD;
@@ -94,6 +103,7 @@ impl Axis {
     }
 
     fn x(&self, t: i64) -> f64 {
+        let t = ms(t);
         match self.points.binary_search_by_key(&t, |p| p.0) {
             Ok(i) => self.points[i].1,
             Err(0) => self.points.first().map_or(PLOT_X0, |p| p.1),
@@ -736,6 +746,8 @@ mod tests {
         assert!(mid > xs[2] && mid < xs[3]);
         assert_eq!(axis.x(T0 - 5), xs[0]);
         assert_eq!(axis.x(T0 + 2 * hour), xs[4]);
+        // Nanoseconds apart: one place.
+        assert_eq!(axis.x(T0 + 1_000_017), axis.x(T0 + 1_000_000));
         // A single instant still gets a readable axis.
         let one = Axis::new(vec![T0]);
         assert!((one.x(T0) - (PLOT_X0 + PLOT_X1) / 2.0).abs() < 1.0);

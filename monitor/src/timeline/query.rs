@@ -527,6 +527,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_reaches_its_containers_stories() {
+        let mut rows = leak_rows();
+        for r in rows
+            .iter_mut()
+            .filter(|r| r.container.as_deref() == Some("c0ffee"))
+        {
+            r.pod = Some("shop/web-7f9c".into());
+        }
+        let r = collect(&Target::Pod("shop/web-7f9c".into()), &mut Fake(rows))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.matched, ["c0ffee"]);
+        assert_eq!(ids(&r), (2..=15).collect::<Vec<i64>>());
+    }
+
+    #[test]
     fn unknown_targets_are_none() {
         for t in [
             Target::Container("nope".into()),

@@ -395,40 +395,68 @@ impl Store {
             Ok(_) => {}
         }
         // Read-write (without CREATE) lets the reader use the WAL index like
-        // the writer does; read-only is the fallback for a user who may not
-        // write the directory.
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .or_else(|_| {
-            Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-        })
-        .map_err(|e| StoreError::sql(path, e))?;
-        let store = Store {
-            conn,
-            path: path.to_path_buf(),
-            path_ids: HashMap::new(),
-            container_ids: HashMap::new(),
-        };
-        store
-            .conn
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(|e| StoreError::sql(path, e))?;
-        match store.schema_version()? {
-            None => Err(StoreError::NotAStore {
+        // the writer does; read-only is for a user who may not write the
+        // directory; `immutable` for a store on a read-only file system, where
+        // SQLite cannot make the WAL index (a store closed cleanly has its
+        // WAL folded in; one that was not may miss its last batches there).
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        let attempts: [(&str, OpenFlags); 3] = [
+            ("", OpenFlags::SQLITE_OPEN_READ_WRITE),
+            ("", OpenFlags::SQLITE_OPEN_READ_ONLY),
+            (
+                &uri,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            ),
+        ];
+        let mut last = None;
+        for (name, flags) in attempts {
+            let target: &Path = if name.is_empty() {
+                path
+            } else {
+                Path::new(name)
+            };
+            let conn = match Connection::open_with_flags(
+                target,
+                flags | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(StoreError::sql(path, e));
+                    continue;
+                }
+            };
+            let store = Store {
+                conn,
                 path: path.to_path_buf(),
-                reason: "it has no mountleak tables".into(),
-            }),
-            Some(v) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
-                path: path.to_path_buf(),
-                found: v,
-            }),
-            Some(_) => Ok(store),
+                path_ids: HashMap::new(),
+                container_ids: HashMap::new(),
+            };
+            if let Err(e) = store.conn.busy_timeout(Duration::from_secs(5)) {
+                last = Some(StoreError::sql(path, e));
+                continue;
+            }
+            match store.schema_version() {
+                Ok(None) => {
+                    return Err(StoreError::NotAStore {
+                        path: path.to_path_buf(),
+                        reason: "it has no mountleak tables".into(),
+                    })
+                }
+                Ok(Some(v)) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        path: path.to_path_buf(),
+                        found: v,
+                    })
+                }
+                Ok(Some(_)) => return Ok(store),
+                // Not a database: no other way of opening changes that.
+                Err(e @ StoreError::NotAStore { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
         }
+        Err(last.unwrap_or_else(|| StoreError::Missing {
+            path: path.to_path_buf(),
+        }))
     }
 
     pub fn path(&self) -> &Path {
@@ -919,6 +947,21 @@ impl Store {
     }
 }
 
+/// A path for an SQLite `file:` URI (RFC 3986 escapes for what a URI
+/// would read otherwise).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A row; `None` for one this version cannot read (an unknown kind from a
 /// newer writer, or data that is not JSON): skipped, never fatal.
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Row>> {
@@ -1128,6 +1171,15 @@ pub(crate) mod tests {
             .unwrap();
         let e = Store::open_existing(&other).err().unwrap();
         assert!(e.to_string().contains("no mountleak tables"), "{e}");
+    }
+
+    #[test]
+    fn uri_paths_escape_what_a_uri_would_read() {
+        assert_eq!(
+            uri_path(Path::new("/var/lib/mountleak/events.db")),
+            "/var/lib/mountleak/events.db"
+        );
+        assert_eq!(uri_path(Path::new("/a b/x?y#z%")), "/a%20b/x%3Fy%23z%25");
     }
 
     #[test]
