@@ -624,6 +624,9 @@ fn store_crash_child() {
 /// oldest on purpose: integrity only).
 #[test]
 fn store_survives_kill_9_under_heavy_writing() {
+    // It needs no root, but it loads both cores and the disk for 20 s: not
+    // while a lab measures latencies.
+    let _machine = support::exclusive();
     let dir = std::env::temp_dir().join(format!("mountleak-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("events.db");
