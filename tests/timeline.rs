@@ -1016,3 +1016,39 @@ fn timeline_errors_are_clear_and_exit_2() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What `mountleak fix --yes` did, recorded through `record_remedy` (its
+/// hook into the store), is a step of the mount's story.
+#[test]
+fn a_remedy_recorded_by_fix_joins_the_story() {
+    let dir = std::env::temp_dir().join(format!("mountleak-tl-remedy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = synthetic_store(&dir);
+    let mut cfg = mountleak::config::Config::default();
+    cfg.store.path = db.clone();
+    let path = b"/var/lib/docker/overlay2/synthetic/merged";
+    let step = serde_json::json!({"n": 1, "text": "nsenter -t 4242 -m umount /var/lib/docker/overlay2/synthetic/merged",
+                                  "action": "umount", "status": "done", "detail": "the copy is gone"});
+    mountleak::timeline::record_remedy(&cfg, "ML-7", Some(path), None, step).unwrap();
+    let text = stdout_ok(
+        &timeline(&[
+            "/var/lib/docker/overlay2/synthetic/merged",
+            "--store",
+            db.to_str().unwrap(),
+        ]),
+        "timeline with a remedy",
+    );
+    assert_in_order(
+        &text,
+        &[
+            "the host unmounted /var/lib/docker/overlay2/synthetic/merged".into(),
+            "`mountleak fix` for ML-7: nsenter -t 4242 -m umount /var/lib/docker/overlay2/synthetic/merged → done (the copy is gone)".into(),
+        ],
+    );
+    // No store: nothing to do, no error.
+    cfg.store.path = dir.join("none.db");
+    mountleak::timeline::record_remedy(&cfg, "ML-7", Some(path), None, serde_json::json!({}))
+        .unwrap();
+    assert!(!cfg.store.path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -41,6 +41,33 @@ use query::{collect, StoreLookup, Target};
 use schema::{TargetInfo, Timeline};
 use store::Store;
 
+/// For `mountleak fix --yes` (its `record_in_timeline` hook): adds a remedy
+/// it carried out for `finding` on the mount at `path` to the store the
+/// daemon keeps, so the mount's timeline tells how it was resolved. `step`
+/// is fix's record of the action, kept as given. Nothing is created: with
+/// no store (or `[store] enabled = false`) this does nothing.
+pub fn record_remedy(
+    cfg: &Config,
+    finding: &str,
+    path: Option<&[u8]>,
+    container: Option<&str>,
+    step: serde_json::Value,
+) -> Result<(), store::StoreError> {
+    if !cfg.store.enabled || !cfg.store.path.exists() {
+        return Ok(());
+    }
+    let kt = crate::procfs::clock::boottime_ns();
+    let rec = event::remedy_record(
+        kt,
+        unix_ns(SystemTime::now()),
+        finding,
+        path,
+        container,
+        step,
+    );
+    Store::append(&cfg.store.path, &[rec])
+}
+
 /// Runs `mountleak timeline`; returns the exit code (errors exit 2).
 pub fn run(cfg: &Config, args: &TimelineArgs) -> anyhow::Result<u8> {
     let timeline = match &args.import {

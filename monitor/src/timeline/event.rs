@@ -50,6 +50,8 @@ pub enum Kind {
     ContainerStopped = 11,
     ContainerRemoved = 12,
     ContainerRemovalFailed = 13,
+    /// A remedy `mountleak fix --yes` carried out, with its outcome.
+    Remedy = 14,
     /// A finding, as `mountleak run --json` prints it.
     Finding = 20,
     /// A daemon notice (`ready`, `stopped`, `lost`, `degraded`, `runtime`).
@@ -59,7 +61,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::NsCreated,
         Kind::Propagation,
         Kind::Mount,
@@ -71,6 +73,7 @@ impl Kind {
         Kind::ContainerStopped,
         Kind::ContainerRemoved,
         Kind::ContainerRemovalFailed,
+        Kind::Remedy,
         Kind::Finding,
         Kind::Daemon,
         Kind::StoreGap,
@@ -90,6 +93,7 @@ impl Kind {
             Kind::ContainerStopped => "container_stopped",
             Kind::ContainerRemoved => "container_removed",
             Kind::ContainerRemovalFailed => "container_removal_failed",
+            Kind::Remedy => "remedy",
             Kind::Finding => "finding",
             Kind::Daemon => "daemon",
             Kind::StoreGap => "store_gap",
@@ -735,6 +739,40 @@ impl Converter {
             "fields": fields,
         });
         daemon_record(Kind::Daemon, at, wall_ns, data)
+    }
+}
+
+/// A remedy `mountleak fix --yes` carried out for finding `finding` on the
+/// mount at `path`: `step` is fix's record of it (step number, command,
+/// action, status, detail, errno), kept as given.
+pub fn remedy_record(
+    at: Ktime,
+    wall_ns: i64,
+    finding: &str,
+    path: Option<&[u8]>,
+    container: Option<&str>,
+    step: Value,
+) -> Record {
+    let mut data = json!({ "finding": finding, "step": step });
+    if let Some(p) = path {
+        if let (Some(o), Ok(Value::Object(jp))) =
+            (data.as_object_mut(), serde_json::to_value(json_path(p)))
+        {
+            o.extend(jp);
+        }
+    }
+    Record {
+        kt: at,
+        wall_ns,
+        kind: Kind::Remedy,
+        pid: None,
+        mnt_ns: None,
+        path: path.map(<[u8]>::to_vec),
+        container: container.map(str::to_string),
+        name: None,
+        pod: None,
+        refs: Vec::new(),
+        data: data.to_string(),
     }
 }
 

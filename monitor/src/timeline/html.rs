@@ -173,6 +173,10 @@ fn shape(kind: &str) -> (&'static str, &'static str) {
             "m-exit",
         ),
         "process_forked" => ("<circle r=\"3.5\"/>", "m-fork"),
+        "remedy_applied" => (
+            "<path d=\"M-7,-7 L7,-7 L7,7 L-7,7 Z M-4,0 L-1,4 L5,-4\" class=\"stroke\"/>",
+            "m-remedy",
+        ),
         "container_started" | "container_seen" => ("<path d=\"M-5,-7 L7,0 L-5,7 Z\"/>", "m-start"),
         "container_stopped" => (
             "<rect x=\"-6\" y=\"-6\" width=\"12\" height=\"12\"/>",
@@ -202,6 +206,7 @@ const LEGEND: &[(&str, &str)] = &[
         "something failed: umount, rmdir or the runtime's removal",
     ),
     ("resolved", "resolved: the last copy is gone"),
+    ("remedy_applied", "mountleak fix carried out a remedy"),
     ("process_exited", "a process exited"),
     ("container_started", "container started"),
     ("container_stopped", "container stopped"),
@@ -255,6 +260,7 @@ svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",san
 .m-stop{fill:#546e7a}
 .m-removed .stroke{stroke:#546e7a}
 .m-other{fill:#6b7a90}
+.m-remedy .stroke{stroke:#2e7d32}
 .marker-label{font-size:11px;font-weight:700}
 .label-leak{fill:#c62828}.label-risk{fill:#8a6100}.label-resolved{fill:#2e7d32}.label-failed_removal{fill:#b71c1c}.label-removal_warning{fill:#e65100}
 .daemon line{stroke:#6b7a90;stroke-dasharray:2 4}

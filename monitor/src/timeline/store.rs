@@ -602,6 +602,23 @@ impl Store {
         tx.commit().map_err(err)
     }
 
+    /// Adds `records` from another process than the daemon (`mountleak
+    /// fix`): to an existing store only (nothing is created), under the
+    /// latest run, as one transaction beside the daemon's writer (SQLite
+    /// serialises the two; a busy store is waited for up to 5 s).
+    pub fn append(path: &Path, records: &[Record]) -> Result<(), StoreError> {
+        let mut store = Store::open_existing(path)?;
+        let run: Option<i64> = store
+            .conn
+            .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+            .map_err(|e| store.err(e))?;
+        let run = match run {
+            Some(r) => r,
+            None => store.begin_run(&RunInfo::current())?,
+        };
+        store.insert_batch(run, records)
+    }
+
     /// `PRAGMA integrity_check`: `"ok"` or the problems found.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         let mut stmt = self
@@ -1171,6 +1188,38 @@ pub(crate) mod tests {
             .unwrap();
         let e = Store::open_existing(&other).err().unwrap();
         assert!(e.to_string().contains("no mountleak tables"), "{e}");
+    }
+
+    #[test]
+    fn another_process_appends_under_the_latest_run() {
+        let (d, mut s) = temp_store();
+        let run = s.begin_run(&RunInfo::default()).unwrap();
+        s.insert_batch(run, &[rec(0, Kind::Umount)]).unwrap();
+        let path = d.path().join("sub/events.db");
+        let remedy = super::super::event::remedy_record(
+            9,
+            2_000,
+            "ML-1",
+            Some(b"/var/lib/docker/overlay2/a/merged"),
+            None,
+            serde_json::json!({"n": 1, "status": "done"}),
+        );
+        Store::append(&path, &[remedy]).unwrap();
+        let (rows, _) = s
+            .rows_for(
+                &Key::Path(b"/var/lib/docker/overlay2/a/merged".to_vec()),
+                10,
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].run, run);
+        assert_eq!(rows[1].data["finding"], "ML-1");
+        assert_eq!(rows[1].data["path"], "/var/lib/docker/overlay2/a/merged");
+        let missing = d.path().join("none.db");
+        assert!(matches!(
+            Store::append(&missing, &[]),
+            Err(StoreError::Missing { .. })
+        ));
     }
 
     #[test]

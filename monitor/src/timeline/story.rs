@@ -766,6 +766,25 @@ fn tell(reg: &Registry, rows: &[&Row]) -> Vec<Step> {
                 };
                 step(row, kind, text)
             }
+            Kind::Remedy => {
+                let st_ = &d["step"];
+                let what = s(st_, "text").unwrap_or("a remedy");
+                let status = s(st_, "status").unwrap_or("done");
+                let detail = s(st_, "detail")
+                    .filter(|t| !t.is_empty())
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default();
+                let mut st = step(
+                    row,
+                    "remedy_applied",
+                    format!(
+                        "`mountleak fix` for {}: {what} → {status}{detail}",
+                        s(d, "finding").unwrap_or("?")
+                    ),
+                );
+                st.finding = s(d, "finding").map(str::to_string);
+                st
+            }
             Kind::StoreGap => step(
                 row,
                 "store_gap",
@@ -1724,6 +1743,30 @@ pub(crate) mod tests {
             "{}",
             t.steps[0].text
         );
+    }
+
+    #[test]
+    fn a_remedy_is_told_and_marked_on_the_mount() {
+        let mut rows = leak_rows();
+        rows.truncate(9);
+        let mut r = row(
+            50,
+            15.0,
+            Kind::Remedy,
+            json!({"type": "remedy", "finding": "ML-1", "path": MERGED,
+                   "step": {"n": 1, "text": "nsenter -t 1234 -m umount /x", "status": "done", "detail": "released"}}),
+        );
+        r.path = Some(MERGED.as_bytes().to_vec());
+        rows.push(r);
+        let t = build(ctx(), &rows);
+        let last = t.steps.last().unwrap();
+        assert_eq!(last.kind, "remedy_applied");
+        assert_eq!(
+            last.text,
+            "`mountleak fix` for ML-1: nsenter -t 1234 -m umount /x → done (released)"
+        );
+        let mount = t.lifelines.iter().find(|l| l.kind == "mount").unwrap();
+        assert!(mount.markers.iter().any(|m| m.kind == "remedy_applied"));
     }
 
     #[test]
