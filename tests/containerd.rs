@@ -847,7 +847,7 @@ fn ctr_container_held(ctrd: &Containerd, daemon: &mut Daemon) -> (String, Holder
         is_finding_for(v, &id)
     });
     let f = &risk.json;
-    assert_eq!(f["kind"], "risk", "{f:#}");
+    assert_eq!(f["kind"], "risk", "{f:#}\n{}", daemon.transcript());
     let o = owner(f);
     assert_eq!(o["runtime"], "containerd", "{f:#}");
     assert_eq!(o["namespace"], DEFAULT_NS, "{f:#}");

@@ -10,7 +10,7 @@ use crate::finding::{
 };
 use crate::input::{Ktime, NsId, Pid, PinKind, SyscallEvent};
 use crate::path::PathBytes;
-use crate::state::{ContainerFs, FsId};
+use crate::state::{ContainerFs, FsId, SinceSource};
 use crate::{flags, Model, ModelConfig, Output};
 
 /// How many member processes a holder lists by name.
@@ -144,6 +144,26 @@ impl Model {
             let e = entry(r);
             !(e.prop.known && e.prop.receives_from(&fs.host_groups))
         });
+        let mut due = None;
+        if grace && fs.unmounted_at.is_none() {
+            // Never seen leaving a host: a runtime setting up a container's
+            // own namespace looks like this for a few milliseconds (runc
+            // binds the rootfs onto itself before pivot_root). A copy the
+            // probes saw made gets the risk's grace period before it counts.
+            let (ripe_after, now) = (self.cfg.risk_grace_ns, self.now);
+            let young = |r: &(NsId, usize)| {
+                let e = entry(r);
+                e.since_source == SinceSource::Observed
+                    && e.since.is_some_and(|s| now.saturating_sub(s) < ripe_after)
+            };
+            due = holders
+                .iter()
+                .filter(|r| young(r))
+                .filter_map(|r| entry(r).since)
+                .min()
+                .map(|s| s + ripe_after);
+            holders.retain(|r| !young(r));
+        }
         let status = if !holders.is_empty() {
             Some(Status::Leak(holders))
         } else if !self.effective_pins(fs).is_empty() {
@@ -151,7 +171,7 @@ impl Model {
         } else {
             None
         };
-        (status, None)
+        (status, due)
     }
 
     /// Whether anything inside the copy keeps it busy: a member's cwd, root

@@ -333,7 +333,21 @@ impl Traces {
         if let Some(c) = self.containers.get_mut(&key) {
             // A resync or a restart: refresh what may have changed.
             let restarted = info.started_at.is_some() && info.started_at != c.started_at;
+            // Seen at create, started later: until a story hangs under the
+            // root, the runtime's own start is the better beginning.
+            let first_start = c.started_at.is_none() && c.stories == 0;
             if let Some(root) = c.root.as_mut() {
+                if let (true, Some(s)) = (first_start, info.started_at) {
+                    let start = (self.wall)(s);
+                    root.start = start;
+                    root.set(KeyValue::new("mountleak.start_source", "runtime"));
+                    c.root_start = start;
+                    c.started_at = info.started_at;
+                    for kv in container_attributes(info) {
+                        root.set(kv);
+                    }
+                    return;
+                }
                 for kv in container_attributes(info) {
                     root.set(kv);
                 }
