@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use monitor_model::Patterns;
+use mountleak::timeline::writer::{Writer, WriterConfig};
 use serde_json::Value;
 
 use crate::support::docker::{Dockerd, NsHolder};
@@ -249,12 +251,44 @@ fn overlay_with_a_private_holder_is_released() {
     lab.umount(&merged).unwrap();
     assert!(support::has_mount(holder.pid, &merged), "premise");
 
-    let f = Fix::run(&lab, &merged, &["--yes"]);
+    // With an event store (the daemon's), what fix did joins the mount's story.
+    let store_dir = std::env::temp_dir().join(format!("mountleak-fix-store-{}", lab.id()));
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let db = store_dir.join("events.db");
+    drop(Writer::spawn(WriterConfig::new(&db, Patterns::default())).unwrap());
+    let config = store_dir.join("mountleak.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\npath = {:?}\n", db.display().to_string()),
+    )
+    .unwrap();
+
+    let f = Fix::run(
+        &lab,
+        &merged,
+        &["--yes", "--config", config.to_str().unwrap()],
+    );
     f.assert_released();
     assert_eq!(
         f.steps(),
         vec![pair("umount", "done"), pair("remove_mountpoint", "skipped")]
     );
+    let story = lab
+        .mountleak()
+        .arg("timeline")
+        .arg(&merged)
+        .args(["--store", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&story.stdout);
+    assert!(
+        story.status.success()
+            && text.contains("`mountleak fix` for ML-")
+            && text.contains("→ done"),
+        "the store tells the fix:\n{text}\nstderr: {}",
+        String::from_utf8_lossy(&story.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&store_dir);
     assert!(!support::has_mount(holder.pid, &merged));
     assert_eq!(
         support::mnt_ns(holder.pid),

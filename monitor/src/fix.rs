@@ -80,12 +80,17 @@ struct Resolved {
     unread: Unread,
 }
 
-/// Hook for the event store (issue 5; `crate::timeline`, being written by
-/// another engineer): called once for every action `fix --yes` carried
-/// out, right after it ran, with its outcome. It records nothing yet; the
-/// store's writer should append `rec` (finding id, action, status, errno,
-/// detail) to the timeline of the finding's mount.
-pub fn record_in_timeline(_cfg: &Config, _rec: &Record) {}
+/// Adds an action `fix --yes` carried out (with its outcome) to the event
+/// store the daemon keeps, so the mount's timeline tells how it was
+/// resolved. A store that cannot take it costs a warning, never the fix.
+fn record_in_timeline(cfg: &Config, rec: &Record, finding: Option<&Finding>) {
+    let path = finding.map(|f| f.mount.path.as_bytes());
+    let container = finding.and_then(|f| f.mount.owner.as_ref().map(|o| o.id.as_str()));
+    let step = serde_json::to_value(rec).unwrap_or_default();
+    if let Err(err) = crate::timeline::record_remedy(cfg, &rec.finding, path, container, step) {
+        tracing::warn!(finding = %rec.finding, "the event store did not take this fix action: {err}");
+    }
+}
 
 /// Runs `mountleak fix`; returns the exit code.
 pub fn run(cfg: &Config, args: &FixArgs) -> anyhow::Result<u8> {
@@ -140,7 +145,8 @@ pub fn run(cfg: &Config, args: &FixArgs) -> anyhow::Result<u8> {
         &mut |rec| {
             if args.yes {
                 log_record(rec);
-                record_in_timeline(cfg, rec);
+                let finding = resolved.findings.iter().find(|f| f.id == rec.finding);
+                record_in_timeline(cfg, rec, finding);
             }
             if !json {
                 let _ = print_record(&mut out, rec, &items, &mut current);
