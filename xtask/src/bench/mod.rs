@@ -1,18 +1,21 @@
-//! `cargo xtask bench [model|scan|probes|tax|memory|all]`: the measurements
+//! `cargo xtask bench [model|scan|probes|tax|memory|lifecycle|all]`: the measurements
 //! behind BENCHMARKS.md, each against its target from the performance issue.
 //!
 //! Owns: the bench command, its helper processes (helper.rs), the namespace
 //! fixture (fixture.rs), the tracers compared (tracer.rs) and one module per
 //! bench. Needs root (namespaces, mounts, eBPF); installs the bench-only
-//! Debian packages it lacks (hyperfine, libbpf-tools, bpftrace). Everything
+//! Debian packages it lacks (hyperfine, libbpf-tools, bpftrace); `lifecycle`
+//! also runs a real dockerd (docker.rs; setup installs docker.io). Everything
 //! except `model` runs under the root tests' file lock, so no test lab and
 //! no other bench overlaps it. Figures go to the terminal and, as Markdown,
 //! to target/bench/results.md.
 //!
 //! May import: std, anyhow, libc, and the rest of xtask.
 
+mod docker;
 mod fixture;
 mod helper;
+mod lifecycle;
 mod memory;
 mod model;
 mod probes;
@@ -31,7 +34,7 @@ use anyhow::{bail, Context, Result};
 use tracer::Tools;
 
 pub const USAGE: &str = "\
-usage: cargo xtask bench [model|scan|probes|tax|memory|all]...
+usage: cargo xtask bench [model|scan|probes|tax|memory|lifecycle|all]...
 
   model    criterion bench of the model on a realistic event mix (events/s)
   scan     `mountleak scan --json` beside `grep -l PATH /proc/*/mountinfo`
@@ -39,7 +42,10 @@ usage: cargo xtask bench [model|scan|probes|tax|memory|all]...
   probes   CPU cost added to a mount/umount/unshare loop by each tracer
   tax      slowdown of a getppid loop (every other syscall) by each tracer
   memory   daemon RSS idle, after 10,000 namespaces, and 30 s later
-  all      all of the above (default)
+  lifecycle  real dockerd, 200 running containers: docker stop -> removal
+           warning latency, and `mountleak check NAME` with 200 private
+           namespaces (about 4 min; not part of `all`)
+  all      model scan probes tax memory (default)
 ";
 
 /// How long a bench waits for other work on the machine to finish.
@@ -47,6 +53,9 @@ const QUIET_WAIT: Duration = Duration::from_secs(600);
 
 /// The benches in the order `all` runs them (cheapest first).
 const ALL: [&str; 5] = ["model", "scan", "probes", "tax", "memory"];
+/// Benches run only when named: they need more than the others (a real
+/// dockerd and hundreds of containers) and take as long as `all`.
+const EXTRA: [&str; 1] = ["lifecycle"];
 
 /// One bench's result as Markdown, for results.md and the terminal.
 pub struct Section {
@@ -66,8 +75,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 print!("{USAGE}");
                 return Ok(());
             }
-            name if ALL.contains(&name) => {
-                chosen.push(ALL[ALL.iter().position(|a| *a == name).unwrap()])
+            name if ALL.contains(&name) || EXTRA.contains(&name) => {
+                let known = ALL.iter().chain(&EXTRA);
+                chosen.extend(known.copied().find(|a| *a == name))
             }
             other => bail!("unknown bench `{other}`\n\n{USAGE}"),
         }
@@ -81,6 +91,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut packages = Vec::new();
     if chosen.contains(&"scan") {
         packages.push("hyperfine");
+    }
+    if chosen.contains(&"lifecycle") {
+        packages.extend(["docker.io", "busybox-static"]);
     }
     if chosen.contains(&"probes") {
         packages.extend(["libbpf-tools", "bpftrace"]);
@@ -129,6 +142,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "probes" => probes::run(&tools),
             "tax" => tax::run(&tools),
             "memory" => memory::run(&tools, &out_dir),
+            "lifecycle" => lifecycle::run(&tools, &out_dir),
             _ => unreachable!("checked above"),
         }
         .with_context(|| format!("bench {name}"))?;

@@ -399,6 +399,18 @@ pub fn mnt_ns(pid: u32) -> io::Result<u64> {
     Ok(fs::metadata(format!("/proc/{pid}/ns/mnt"))?.ino())
 }
 
+/// Whether `pid` exists and is not a zombie (state after the comm in
+/// `/proc/PID/stat`).
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
 /// Pids of the processes whose mount namespace is one of `namespaces`.
 pub fn processes_in(namespaces: &BTreeSet<u64>) -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
