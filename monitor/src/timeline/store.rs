@@ -112,6 +112,8 @@ pub enum StoreError {
     NotAStore { path: PathBuf, reason: String },
     #[error("event store {path} has schema version {found}; this mountleak reads version {SCHEMA_VERSION} (upgrade mountleak)")]
     NewerSchema { path: PathBuf, found: i64 },
+    #[error("event store {path} has tables this mountleak does not know ({detail}): it was written by a pre-release build")]
+    Incompatible { path: PathBuf, detail: String },
     #[error("event store {path}: the disk is full")]
     Full { path: PathBuf },
     #[error("event store {path} is read-only: {reason}")]
@@ -155,6 +157,7 @@ impl StoreError {
             StoreError::Missing { .. } => "missing".into(),
             StoreError::NotAStore { reason, .. } => format!("not a store: {reason}"),
             StoreError::NewerSchema { found, .. } => format!("schema version {found}"),
+            StoreError::Incompatible { detail, .. } => format!("unknown layout: {detail}"),
             StoreError::Io { source, .. } => source.to_string(),
             StoreError::Sql { source, .. } => source.to_string(),
         }
@@ -249,6 +252,36 @@ pub struct Store {
     container_ids: HashMap<String, i64>,
 }
 
+/// Renames a store (with its WAL and shared-memory files) to
+/// `<name>.incompatible-<unix seconds>`; returns the new name.
+fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let renamed = |suffix: &str| {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let mut to = path.as_os_str().to_owned();
+        to.push(format!(".incompatible-{secs}{suffix}"));
+        (PathBuf::from(from), PathBuf::from(to))
+    };
+    for suffix in ["-wal", "-shm", ""] {
+        let (from, to) = renamed(suffix);
+        match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+            Ok(()) => {}
+        }
+    }
+    Ok(renamed("").1)
+}
+
 impl Store {
     /// Opens the store for writing, creating the file (and its directory)
     /// and the tables on first use.
@@ -272,8 +305,52 @@ impl Store {
             path_ids: HashMap::new(),
             container_ids: HashMap::new(),
         };
-        store.setup()?;
-        Ok(store)
+        match store.setup() {
+            Err(StoreError::Incompatible { detail, .. }) => {
+                // Same version number, other tables (a development build's
+                // store): keep it for whoever wants it, start a new one.
+                drop(store);
+                let aside = move_aside(path)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    kept_as = %aside.display(),
+                    detail,
+                    "event store has an unknown layout; moved aside, starting a new one"
+                );
+                Store::create(path)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(store),
+        }
+    }
+
+    /// Every table's columns match [`SCHEMA`] (as a fresh store has them).
+    fn check_shape(&self) -> Result<(), StoreError> {
+        let err = |e| StoreError::sql(&self.path, e);
+        let fresh = Connection::open_in_memory().map_err(err)?;
+        fresh.execute_batch(SCHEMA).map_err(err)?;
+        let columns = |conn: &Connection| -> rusqlite::Result<Vec<(String, String)>> {
+            let mut stmt = conn.prepare(
+                "SELECT m.name, c.name FROM sqlite_master m, pragma_table_info(m.name) c \
+                 WHERE m.type = 'table' ORDER BY m.name, c.cid",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let want = columns(&fresh).map_err(err)?;
+        let have = columns(&self.conn).map_err(err)?;
+        let missing: Vec<String> = want
+            .iter()
+            .filter(|c| !have.contains(c))
+            .map(|(t, c)| format!("{t}.{c}"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Incompatible {
+            path: self.path.clone(),
+            detail: format!("missing {}", missing.join(", ")),
+        })
     }
 
     fn setup(&mut self) -> Result<(), StoreError> {
@@ -327,6 +404,9 @@ impl Store {
                 })
             }
             _ => {}
+        }
+        if existing.is_some() {
+            self.check_shape()?;
         }
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute_batch(SCHEMA).map_err(err)?;
@@ -1188,6 +1268,47 @@ pub(crate) mod tests {
             .unwrap();
         let e = Store::open_existing(&other).err().unwrap();
         assert!(e.to_string().contains("no mountleak tables"), "{e}");
+    }
+
+    /// A development build's store: version 1, other columns. The daemon
+    /// keeps it under another name and starts afresh rather than failing
+    /// every batch.
+    #[test]
+    fn a_store_of_an_unknown_layout_is_moved_aside() {
+        let d = tempdir::Dir::new("layout");
+        let db = d.path().join("events.db");
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema', '1');
+                 CREATE TABLE events (id INTEGER PRIMARY KEY, path_key BLOB);
+                 INSERT INTO events(path_key) VALUES (x'2f');",
+            )
+            .unwrap();
+        let mut s = Store::create(&db).unwrap();
+        let run = s.begin_run(&RunInfo::default()).unwrap();
+        s.insert_batch(run, &[rec(1, Kind::Finding)]).unwrap();
+        assert_eq!(s.stats().unwrap().events, 1);
+        let kept: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with("events.db.incompatible-")
+                    && !n.ends_with("-wal")
+                    && !n.ends_with("-shm")
+            })
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        let old = Connection::open(d.path().join(&kept[0])).unwrap();
+        let n: i64 = old
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "the old store is kept as it was");
+        // A store of the right layout is opened as it is.
+        drop(s);
+        let s = Store::create(&db).unwrap();
+        assert_eq!(s.stats().unwrap().events, 1);
     }
 
     #[test]
