@@ -25,7 +25,7 @@ use mountleak::runtime::RuntimeStatus;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::support::docker::{mount_at, Dockerd, JsonLines, Line, NsHolder};
+use crate::support::docker::{mount_at, Dockerd, JsonLines, Line, NsHolder, DOCKER_CLI};
 use crate::support::{self, Propagation};
 
 /// Generous bound for something the adapter should send at once.
@@ -695,6 +695,19 @@ fn pinned_rootfs_story(
     assert_eq!(doc["verdict"], "held", "{out}");
     assert_eq!(doc["containers"][0]["id"], id.as_str(), "{out}");
 
+    // The pre-removal hook README shows refuses, and says why.
+    let (code, out) = docker_rm_checked(d, name);
+    assert_eq!(code, 1, "docker-rm-checked {name} while held:\n{out}");
+    assert!(
+        out.contains("HELD") && out.contains("not removing"),
+        "{out}"
+    );
+    assert_eq!(
+        d.inspect(name, "{{.Id}}"),
+        id,
+        "the container is still there"
+    );
+
     // On 6.18 the removal succeeds; the filesystem stays pinned, with no
     // mount table left that shows it.
     d.rm(name);
@@ -726,19 +739,53 @@ fn pinned_rootfs_story(
 fn check_and_scan_follow_a_cwd_pinned_rootfs_through_docker_rm() {
     let mut d = Dockerd::start();
     pinned_rootfs_story(&mut d, None, &unique("mlk-pinned-scan"));
+    // And a container nothing holds: the hook removes it.
+    let name = unique("mlk-hook-safe");
+    d.run(&name);
+    d.stop(&name);
+    let (code, out) = docker_rm_checked(&d, &name);
+    assert_eq!(code, 0, "docker-rm-checked {name}, nothing held:\n{out}");
+    assert!(
+        d.docker(["inspect", name.as_str()]).is_err(),
+        "removed by the hook:\n{out}"
+    );
+}
+
+/// deploy/hooks/docker-rm-checked NAME against this engine: exit code and
+/// everything it printed.
+fn docker_rm_checked(d: &Dockerd, name: &str) -> (i32, String) {
+    let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hooks/docker-rm-checked");
+    let docker_dir = Path::new(DOCKER_CLI)
+        .parent()
+        .expect("docker in a directory");
+    let path = format!(
+        "{}:{}",
+        docker_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(&hook)
+        .arg(name)
+        .env("MOUNTLEAK", support::mountleak_bin())
+        .env("DOCKER_HOST", format!("unix://{}", d.socket().display()))
+        .env("PATH", path)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", hook.display()));
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// Issue 3, the 6.18 shape, with the daemon: `docker stop` → a removal
 /// warning naming the container (name, id) and the holder, before
-/// `docker rm`. Then as above.
-///
-/// Known bug: no warning comes. The adapter's `Stopped` arrives at `die`
-/// (before `docker stop` returns), and the model asks for a rescan of the
-/// holder's namespace; that targeted scan reads no pins (`pins=false` in
-/// the daemon's debug log), and by then overlay2 has unmounted and removed
-/// `merged`, which detached the holder's copy: the model sees neither the
-/// copy nor the cwd pin and settles on "no warning". `check` and `scan`
-/// (full reads) do see the pin.
+/// `docker rm`. Then as above. (The adapter's `Stopped` arrives at `die`,
+/// when overlay2 may already have detached the holder's copy: the targeted
+/// read that follows looks for device pins of the holders, which is what
+/// finds the cwd.)
 #[test]
 #[ignore = "needs root: runs dockerd and the mountleak daemon"]
 fn docker_stop_warns_before_rm_when_a_cwd_pins_the_rootfs() {

@@ -420,7 +420,9 @@ fn metrics_move_as_a_leak_appears_and_resolves() {
     }
     assert_eq!(get(port, "/readyz"), (200, "ready\n".to_string()));
     assert_eq!(get(port, "/nothing").0, 404);
-    let base = wait_metric(port, "mountleak_ready", |v| v == 1.0);
+    wait_metric(port, "mountleak_ready", |v| v == 1.0);
+    // The counts come with the daemon's status, once a second.
+    let base = wait_metric(port, "mountleak_container_filesystems", |v| v >= 1.0);
     // Other namespaces on the machine may hold things: count from here.
     let risks = sample(&base, "mountleak_open_findings{kind=\"risk\"}");
     let leaks = sample(&base, "mountleak_open_findings{kind=\"leak\"}");
@@ -446,6 +448,34 @@ fn metrics_move_as_a_leak_appears_and_resolves() {
         v > risks
     });
     let held = sample(&held, "mountleak_open_findings{kind=\"risk\"}");
+    // /check (for preStop hooks) answers like `mountleak check`. An idle
+    // copy is detached by removal on this kernel: safe (200), the risk shown.
+    let target = merged.display().to_string().replace('/', "%2F");
+    let (status, body) = get(port, &format!("/check?target={target}"));
+    assert_eq!(status, 200, "/check with an idle copy: {body}");
+    let doc: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!(doc["verdict"], "safe", "{body}");
+    assert_eq!(doc["findings"][0]["kind"], "risk", "{body}");
+    assert_eq!(
+        doc["findings"][0]["holders"][0]["pid"],
+        serde_json::json!(holder.pid),
+        "{body}"
+    );
+    // A second holder with its cwd inside: removal would leave it pinned (409).
+    let inside = lab.holder(Propagation::Private, Some(&merged));
+    let (status, body) = get(port, &format!("/check?target={target}&format=text"));
+    assert!(
+        status == 409 && body.starts_with("HELD") && body.contains(&inside.pid.to_string()),
+        "{status} {body}"
+    );
+    lab.stop(inside);
+    let (status, body) = get(port, "/check");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get(port, "/check?target=%2Fnot%2Fa%2Fcontainer%2Fmount");
+    assert!(
+        status == 404 && body.contains("unknown target"),
+        "{status} {body}"
+    );
     lab.umount(&merged).expect("the lab's umount");
     daemon.finding("leak", &merged);
     let during = wait_metric(port, "mountleak_open_findings{kind=\"leak\"}", |v| {
@@ -462,6 +492,8 @@ fn metrics_move_as_a_leak_appears_and_resolves() {
     );
     lab.stop(holder);
     daemon.finding("resolved", &merged);
+    let (status, body) = get(port, &format!("/check?target={target}"));
+    assert_eq!(status, 200, "/check once released: {body}");
     wait_metric(port, "mountleak_open_findings{kind=\"leak\"}", |v| {
         v == leaks
     });

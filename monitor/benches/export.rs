@@ -370,7 +370,7 @@ fn sinks(otlp: Option<u16>) -> (Vec<Box<dyn Sink>>, Option<Arc<ExportStats>>) {
         s.push(Box::new(otel));
         stats
     });
-    let metrics = MetricsSink::start("127.0.0.1:0".parse().unwrap(), stats.clone(), None)
+    let metrics = MetricsSink::start("127.0.0.1:0".parse().unwrap(), stats.clone(), None, None)
         .expect("metrics listen");
     s.push(Box::new(metrics));
     (s, stats)

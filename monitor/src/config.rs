@@ -111,6 +111,11 @@ batch_delay = "1s"
 # "0.0.0.0:9633" inside a pod (also --metrics-listen, --no-metrics).
 enabled = true
 listen = "127.0.0.1:9633"
+# GET /check?target=TARGET answers what `mountleak check TARGET --json`
+# does (200 safe, 409 held, 404 unknown target), one at a time: for a
+# preStop hook, which runs inside the pod and cannot run mountleak itself.
+# Each answer reads every process's mount table (tens of milliseconds).
+check = true
 
 [output]
 # "human" or "json" (JSON lines for `run`, one document for `scan`).
@@ -173,6 +178,8 @@ impl Default for Export {
 pub struct Metrics {
     pub enabled: bool,
     pub listen: String,
+    /// Serve `/check` beside the metrics.
+    pub check: bool,
 }
 
 impl Default for Metrics {
@@ -180,6 +187,7 @@ impl Default for Metrics {
         Metrics {
             enabled: true,
             listen: "127.0.0.1:9633".into(),
+            check: true,
         }
     }
 }

@@ -40,7 +40,7 @@ const DOCKERD: &str = "/usr/sbin/dockerd";
 /// The CLI that comes with docker.io (speaks the engine's 1.41). Some
 /// images carry a newer one in /usr/local/bin; either negotiates, but the
 /// packaged one is what setup installs.
-const DOCKER_CLI: &str = "/usr/bin/docker";
+pub const DOCKER_CLI: &str = "/usr/bin/docker";
 const BUSYBOX: &str = "/bin/busybox";
 
 /// PLATFORM.md: dockerd is ready in under a second; a cold containerd and a

@@ -117,9 +117,10 @@ impl MetricsSink {
         listen: std::net::SocketAddr,
         export: Option<Arc<ExportStats>>,
         store: Option<WriterHandle>,
+        check: Option<Arc<crate::config::Config>>,
     ) -> Result<MetricsSink, ServeError> {
         let (m, shared) = Self::registry(export, store);
-        let handle = server::serve(listen, Arc::clone(&shared))?;
+        let handle = server::serve(listen, Arc::clone(&shared), check)?;
         Ok(MetricsSink {
             m,
             events: Default::default(),

@@ -37,7 +37,8 @@ pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Vec<Box<dyn Si
         // Validated with the config; a taken port must not stop detection:
         // say so and run without the endpoints.
         if let Ok(addr) = cfg.metrics.listen.parse() {
-            match metrics::MetricsSink::start(addr, export_stats, store_stats) {
+            let check = cfg.metrics.check.then(|| std::sync::Arc::new(cfg.clone()));
+            match metrics::MetricsSink::start(addr, export_stats, store_stats, check) {
                 Ok(sink) => sinks.push(Box::new(sink)),
                 Err(e) => {
                     tracing::warn!(error = %e, "running without the metrics and health endpoints")
