@@ -27,6 +27,16 @@ pub const CLONE_NEWNS: u64 = 0x0002_0000;
 /// `AT_REMOVEDIR` from `<linux/fcntl.h>`: `unlinkat` acting as `rmdir`.
 pub const AT_REMOVEDIR: u64 = 0x200;
 
+/// How long a record may wait in the ring buffer before the reader is woken
+/// for it. The programs force a wake-up for a record when none was forced for
+/// this long (or the ring is a quarter full, or the record is urgent: a
+/// removal that failed with EBUSY), and submit the rest without one; the
+/// reader, once woken, drains again this long after its last wake-up, which
+/// catches every record submitted without one. So a burst costs one wake-up
+/// per interval instead of one per record, an idle ring costs nothing, and a
+/// record waits at most about this long (the first of a burst not at all).
+pub const WAKEUP_INTERVAL_NS: u64 = 10_000_000;
+
 /// Event kinds. 0 is never valid, so a zeroed record cannot pass as an event.
 pub mod kind {
     pub const MOUNT: u32 = 1;

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
 use monitor_common::{counter, KernelOffsets};
@@ -11,6 +11,12 @@ use monitor_common::{counter, KernelOffsets};
 /// (1.2 KiB); userspace usually loads it larger (`EbpfLoader::map_max_entries`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// When (`bpf_ktime_get_boot_ns`) a program last forced a wake-up of the
+/// ring buffer's reader: `probes::submit` wakes it at most once per
+/// `monitor_common::WAKEUP_INTERVAL_NS` for ordinary records.
+#[map]
+pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
 
 /// What a `sys_enter_*` saw, kept for its `sys_exit_*`, by thread id. LRU so
 /// that an entry whose exit never came (a thread killed mid-call) ages out

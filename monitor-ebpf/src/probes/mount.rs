@@ -7,7 +7,7 @@ use monitor_common::{
     kind, syscall, FsmountEvent, MountEvent, MoveMountEvent, PathEvent, UmountEvent,
 };
 
-use super::{reserve, AT_FDCWD};
+use super::{reserve, submit, AT_FDCWD, EBUSY};
 use crate::maps::Pending;
 use crate::task::{current_mnt_ns, fill_header, read_user_path, save, syscall_ret, take};
 
@@ -43,7 +43,7 @@ pub fn sys_exit_mount(ctx: TracePointContext) -> u32 {
         read_user_path(&raw mut (*e).target, p.args[1]);
         read_user_path(&raw mut (*e).fstype, p.args[2]);
     }
-    entry.submit(0);
+    submit(entry, false);
     0
 }
 
@@ -64,6 +64,7 @@ pub fn sys_exit_umount(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let e = entry.as_mut_ptr();
+    let ret = syscall_ret(&ctx);
     // SAFETY: as in sys_exit_mount.
     unsafe {
         fill_header(
@@ -74,11 +75,12 @@ pub fn sys_exit_umount(ctx: TracePointContext) -> u32 {
             p.mnt_ns,
             current_mnt_ns(),
         );
-        (*e).ret = syscall_ret(&ctx);
+        (*e).ret = ret;
         (*e).flags = p.args[1];
         read_user_path(&raw mut (*e).target, p.args[0]);
     }
-    entry.submit(0);
+    // "target is busy": the daemon explains who holds it right away.
+    submit(entry, ret == EBUSY);
     0
 }
 
@@ -115,7 +117,7 @@ pub fn sys_exit_move_mount(ctx: TracePointContext) -> u32 {
         read_user_path(&raw mut (*e).from_path, p.args[1]);
         read_user_path(&raw mut (*e).to_path, p.args[3]);
     }
-    entry.submit(0);
+    submit(entry, false);
     0
 }
 
@@ -151,7 +153,7 @@ pub fn sys_exit_fsmount(ctx: TracePointContext) -> u32 {
         (*e).fs_fd = p.args[0] as i32;
         (*e)._pad = 0;
     }
-    entry.submit(0);
+    submit(entry, false);
     0
 }
 
@@ -183,6 +185,7 @@ pub(super) fn submit_path_event(ctx: &TracePointContext, p: &Pending, call: Path
         // SAFETY: bpf_probe_read_user checks the address.
         unsafe { bpf_probe_read_user(call.mount_attr as *const [u64; 3]) }.unwrap_or([0; 3])
     };
+    let ret = syscall_ret(ctx);
     // SAFETY: as in sys_exit_mount.
     unsafe {
         fill_header(
@@ -193,7 +196,7 @@ pub(super) fn submit_path_event(ctx: &TracePointContext, p: &Pending, call: Path
             p.mnt_ns,
             current_mnt_ns(),
         );
-        (*e).ret = syscall_ret(ctx);
+        (*e).ret = ret;
         (*e).flags = call.flags;
         (*e).attr_set = attr[0];
         (*e).attr_clr = attr[1];
@@ -203,7 +206,8 @@ pub(super) fn submit_path_event(ctx: &TracePointContext, p: &Pending, call: Path
         read_user_path(&raw mut (*e).path, call.path);
         read_user_path(&raw mut (*e).path2, call.path2);
     }
-    entry.submit(0);
+    // A directory removal that failed with EBUSY: a mountpoint in use.
+    submit(entry, call.kind == kind::RMDIR && ret == EBUSY);
 }
 
 // open_tree(dfd, filename, flags): with OPEN_TREE_CLONE, a detached copy.

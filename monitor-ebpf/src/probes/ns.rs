@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use monitor_common::{counter, kind, syscall, NsEvent, CLONE_NEWNS};
 
-use super::reserve;
+use super::{reserve, submit};
 use crate::maps::{count, Pending};
 use crate::task::{current_mnt_ns, fill_header, save, syscall_arg, syscall_ret, take};
 
@@ -39,7 +39,7 @@ fn submit_ns_event(
         (*e).syscall = syscall;
         (*e).fd = fd;
     }
-    entry.submit(0);
+    submit(entry, false);
 }
 
 // unshare(unshare_flags)

@@ -6,7 +6,7 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use monitor_common::{kind, NewTaskEvent, ProcessEvent, CLONE_NEWNS};
 
-use super::reserve;
+use super::{reserve, submit};
 use crate::maps::{watched, EXIT_HAS_GROUP_DEAD, OFFSETS};
 use crate::task::{
     current_mnt_ns, current_task, current_tgid, fill_header, now, read_kernel, task_ids,
@@ -47,7 +47,7 @@ pub fn task_newtask(ctx: BtfTracePointContext) -> i32 {
         (*e).child_mnt_ns = child_ns;
         (*e)._pad = 0;
     }
-    entry.submit(0);
+    submit(entry, false);
     0
 }
 
@@ -86,7 +86,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         (*e).exit_code = 0;
         (*e).group_dead = 0;
     }
-    entry.submit(0);
+    submit(entry, false);
     0
 }
 
@@ -137,6 +137,6 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
         (*e).exit_code = exit_code;
         (*e).group_dead = 1;
     }
-    entry.submit(0);
+    submit(entry, false);
     0
 }

@@ -1,16 +1,19 @@
 //! Reading the ring buffer: the tokio task that waits on its fd with
-//! `AsyncFd`, and the synchronous [`Decoder::drain`] both it and
-//! `Probes::drain` use. A bad record bumps a counter and the loop goes on.
+//! `AsyncFd` and drains it in batches (see [`run`] for when), and the
+//! synchronous [`Decoder::drain`] both it and `Probes::drain` use. A bad
+//! record bumps a counter and the loop goes on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use monitor_common::user::decode;
+use monitor_common::{user::decode, WAKEUP_INTERVAL_NS};
 use monitor_model::Input;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
+use tokio::time::{self, Instant};
 use tracing::{debug, instrument, warn};
 
 use super::convert::{order_key, to_input, ProcResolver, Resolve};
@@ -89,32 +92,59 @@ pub(super) fn spawn(
     Ok(())
 }
 
+/// Waits for the kernel to wake it, drains the ring, and drains it again
+/// [`WAKEUP_INTERVAL_NS`] after its last wake-up: the programs submit a
+/// record without a wake-up only within that interval after one they forced
+/// (`monitor-ebpf/src/probes/mod.rs`, `submit`), so that second drain reads
+/// every such record (a program decides just before it commits, so that
+/// drain finds the record committed). A record thus waits at most about one
+/// interval; the first of a burst, a failed removal (EBUSY) and anything
+/// arriving while the ring is a quarter full wake the task at once. While
+/// the ring stays empty the task only waits: no timer runs.
 #[instrument(name = "ebpf_reader", skip_all)]
 async fn run(
     mut fd: AsyncFd<RingBuf<MapData>>,
     tx: mpsc::Sender<Vec<Input>>,
     mut decoder: Decoder,
 ) {
+    let interval = Duration::from_nanos(WAKEUP_INTERVAL_NS);
+    // One drain an interval after the start, for records submitted before
+    // the fd was registered without a wake-up of their own.
+    let mut due = Some(Instant::now() + interval);
     loop {
-        let mut guard = tokio::select! {
+        let woken = tokio::select! {
             ready = fd.readable_mut() => match ready {
-                Ok(guard) => guard,
+                Ok(mut guard) => {
+                    // Records submitted from now on without a wake-up are
+                    // read by the drain below or the one due after it.
+                    guard.clear_ready();
+                    true
+                }
                 Err(error) => {
                     warn!(%error, "ring buffer fd failed: eBPF events stop");
                     return;
                 }
             },
+            () = sleep_until(due) => false,
             () = tx.closed() => return,
         };
-        let (batch, drained) = decoder.drain(guard.get_inner_mut());
-        // Only an emptied ring may wait for the next wake-up: the kernel
-        // wakes the reader when data arrives, not while data sits there.
-        if drained {
-            guard.clear_ready();
+        due = woken.then(|| Instant::now() + interval);
+        loop {
+            let (batch, drained) = decoder.drain(fd.get_mut());
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
+                return;
+            }
+            if drained {
+                break;
+            }
         }
-        drop(guard);
-        if !batch.is_empty() && tx.send(batch).await.is_err() {
-            return;
-        }
+    }
+}
+
+/// Sleeps until `due`; never returns when there is none.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(t) => time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
