@@ -675,12 +675,16 @@ struct Daemon {
     rx: std_mpsc::Receiver<Line>,
     lines: Vec<Line>,
     stderr: Arc<Mutex<String>>,
+    /// Its metrics listener (with /check), on loopback.
+    port: u16,
 }
 
 impl Daemon {
     fn start(ctrd: &Containerd) -> Daemon {
+        let port = support::otlp::free_port();
         let mut cmd = Command::new(support::mountleak_bin());
         cmd.args(["run", "--json", "--no-store", "--risk-grace", "1s"])
+            .arg(format!("--metrics-listen=127.0.0.1:{port}"))
             .arg("--config")
             .arg(mountleak_config(ctrd))
             .stdin(Stdio::null())
@@ -732,6 +736,7 @@ impl Daemon {
             rx,
             lines: Vec::new(),
             stderr,
+            port,
         };
         daemon.wait_for("the ready notice", READY_TIMEOUT, |v| v["type"] == "ready");
         daemon
@@ -971,12 +976,67 @@ fn findings_name_a_cri_container_and_its_pod() {
     let mut daemon = Daemon::start(&ctrd);
     let rt = current_thread();
     let (_, _, holder) = cri_container_held(&mut ctrd, &mut daemon, &rt);
+    // The preStop hook of deploy/kubernetes/prestop-example.yaml, as the
+    // pod would run it, asks this daemon: it fails with mountleak's text.
+    let (code, out) = prestop_hook(daemon.port, "shop", "web-7f9c");
+    assert_eq!(code, 1, "the preStop hook while held:\n{out}");
+    assert!(
+        out.starts_with("mountleak: HELD") && out.contains(&holder.pid().to_string()),
+        "{out}"
+    );
     drop(holder);
     let (code, _, out) = check_target(&ctrd, "shop/web-7f9c");
     assert_eq!(
         code, 0,
         "check shop/web-7f9c once the holder is gone:\n{out}"
     );
+    let (code, out) = prestop_hook(daemon.port, "shop", "web-7f9c");
+    assert_eq!(code, 0, "the preStop hook once free:\n{out}");
+    // mountleak unreachable: the hook lets the pod go quietly.
+    let (code, out) = prestop_hook(support::otlp::free_port(), "shop", "web-7f9c");
+    assert_eq!(code, 0, "the preStop hook without mountleak:\n{out}");
+}
+
+/// Runs the preStop command of deploy/kubernetes/prestop-example.yaml with
+/// the pod's downward-API variables, busybox's wget (what a busybox image
+/// has), and the Service's address swapped for a daemon on `port`. Exit
+/// code and stderr.
+fn prestop_hook(port: u16, namespace: &str, pod: &str) -> (i32, String) {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/prestop-example.yaml");
+    let text = fs::read_to_string(&file).expect("read the preStop example");
+    let doc: Value = serde_norway::from_str(&text).expect("the example is YAML");
+    let command: Vec<String> = doc["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
+        ["preStop"]["exec"]["command"]
+        .as_array()
+        .expect("a preStop exec command")
+        .iter()
+        .map(|v| v.as_str().expect("strings").to_string())
+        .collect();
+    let [sh, dash_c, script] = &command[..] else {
+        panic!("sh -c SCRIPT expected: {command:?}");
+    };
+    assert_eq!((sh.as_str(), dash_c.as_str()), ("sh", "-c"));
+    let service = "mountleak.mountleak.svc:9633";
+    assert!(script.contains(service), "{script}");
+    let script = script.replace(service, &format!("127.0.0.1:{port}"));
+    let bin = std::env::temp_dir().join(format!("mountleak-prestop-{}", std::process::id()));
+    fs::create_dir_all(&bin).unwrap();
+    let wget = bin.join("wget");
+    if !wget.exists() {
+        std::os::unix::fs::symlink("/bin/busybox", &wget).expect("link busybox as wget");
+    }
+    let out = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("POD_NAMESPACE", namespace)
+        .env("POD_NAME", pod)
+        .output()
+        .expect("run the preStop script");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Issue 3 through the CRI: StopContainer with a holder's cwd inside the

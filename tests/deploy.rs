@@ -383,3 +383,65 @@ fn systemd_analyze_verifies_the_unit() {
         "systemd-analyze verify: {said}"
     );
 }
+
+/// The preStop example reaches the mountleak of its own node: the URL is the
+/// Service's name, namespace and port; the Service is node-local and selects
+/// the DaemonSet's pods on the port the daemon listens on, where /check is
+/// on; the pod's name and namespace come from the downward API. (That the
+/// script works is tested against a real daemon and CRI pod in
+/// tests/containerd.rs.)
+#[test]
+fn the_prestop_example_asks_the_mountleak_of_its_node() {
+    let (docs, ds) = daemonset();
+    let svc = find(&docs, "Service", "mountleak");
+    assert_eq!(svc["spec"]["internalTrafficPolicy"], "Local", "{svc:#}");
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let selector = svc["spec"]["selector"].as_object().expect("a selector");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(
+            &pod_labels[k], v,
+            "the Service selects the DaemonSet's pods"
+        );
+    }
+    let port = &svc["spec"]["ports"][0];
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let container_port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port["targetPort"])
+        .expect("the Service's targetPort names a container port");
+    assert_eq!(port["port"], container_port["containerPort"]);
+    let cm = find(&docs, "ConfigMap", "mountleak");
+    let cfg = mountleak::config::Config::parse(
+        cm["data"]["mountleak.toml"].as_str().unwrap(),
+        Path::new("configmap"),
+    )
+    .unwrap();
+    assert!(cfg.metrics.enabled && cfg.metrics.check);
+
+    let example = documents("kubernetes/prestop-example.yaml");
+    let workload = &example[0]["spec"]["template"]["spec"]["containers"][0];
+    let script = workload["lifecycle"]["preStop"]["exec"]["command"][2]
+        .as_str()
+        .expect("sh -c SCRIPT");
+    let url = format!(
+        "http://{}.{}.svc:{}/check?target=$POD_NAMESPACE/$POD_NAME",
+        svc["metadata"]["name"].as_str().unwrap(),
+        svc["metadata"]["namespace"].as_str().unwrap(),
+        port["port"]
+    );
+    assert!(script.contains(&url), "{url} in {script}");
+    let env = workload["env"].as_array().expect("env");
+    let field = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+    };
+    assert_eq!(field("POD_NAME"), Some(Value::from("metadata.name")));
+    assert_eq!(
+        field("POD_NAMESPACE"),
+        Some(Value::from("metadata.namespace"))
+    );
+}

@@ -468,6 +468,11 @@ fn metrics_move_as_a_leak_appears_and_resolves() {
         status == 409 && body.starts_with("HELD") && body.contains(&inside.pid.to_string()),
         "{status} {body}"
     );
+    let (status, body) = get(
+        port,
+        &format!("/check?target={target}&format=text&status=200"),
+    );
+    assert!(status == 200 && body.starts_with("HELD"), "{status} {body}");
     lab.stop(inside);
     let (status, body) = get(port, "/check");
     assert_eq!(status, 400, "{body}");
