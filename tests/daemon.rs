@@ -339,6 +339,48 @@ fn daemon_with_probes_reports_risk_leak_resolved() {
     );
 }
 
+/// `--probes lean` attaches no syscall tracepoint, so it never sees the
+/// umount call; fanotify's mount notifications (Linux 6.15+) tell it a
+/// host mount went away, and the re-read that follows finds the leak — long
+/// before the next /proc poll (60 s here). The holder's exit is seen by the
+/// BTF tracepoints.
+#[test]
+#[ignore = "needs root: loads eBPF, creates mounts and namespaces"]
+fn lean_probes_see_the_host_umount_through_fanotify() {
+    let mut lab = Lab::new();
+    let merged = lab.overlay(&format!("daemon-lean-{}", lab.id()));
+    // Made before the daemon: lean probes do not see unshare(2).
+    let holder = lab.holder(Propagation::Private, None);
+    let mut daemon = Daemon::in_lab(
+        &lab,
+        &[
+            "--probes",
+            "lean",
+            "--poll-interval",
+            "60s",
+            "--risk-grace",
+            "0s",
+        ],
+    );
+    let ready = daemon.ready();
+    assert_eq!(ready["probes"], "lean", "{ready:#}");
+    let risk = daemon.finding("risk", &merged);
+    let umounting = Instant::now();
+    lab.umount(&merged).unwrap();
+    let leak = daemon.finding("leak", &merged);
+    let latency = leak.at.duration_since(umounting);
+    eprintln!("lean probes: leak line read {latency:?} after the umount started");
+    assert!(
+        latency < LEAK_LATENCY_BOUND,
+        "leak reported {latency:?} after the umount (the poll is 60 s)\n{}",
+        daemon.transcript()
+    );
+    assert_eq!(leak.json["id"], risk.json["id"], "one story, one id");
+    lab.stop(holder);
+    let resolved = daemon.finding("resolved", &merged);
+    assert_eq!(resolved.json["id"], risk.json["id"]);
+}
+
 /// Without eBPF, polling /proc every 200 ms: the same story, and the
 /// daemon says it runs degraded.
 #[test]
