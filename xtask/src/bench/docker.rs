@@ -57,6 +57,7 @@ impl Dockerd {
             );
         }
         let dir = PathBuf::from("/run/mountleak-bench-dockerd");
+        kill_orphans(&dir);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
         let log = fs::File::create(dir.join("dockerd.log"))?;
@@ -276,6 +277,51 @@ impl Drop for Dockerd {
         if let Err(err) = self.stop() {
             eprintln!("bench: dockerd teardown: {err:#}");
         }
+    }
+}
+
+/// A bench killed before its teardown (SIGKILL, Ctrl-C) takes dockerd and
+/// containerd with it (PDEATHSIG), but not the containers' shims and
+/// processes; a dockerd started later does not stop them either. Kills
+/// the shims that were started for a dockerd at `dir`, and their children
+/// (the containers' init processes).
+fn kill_orphans(dir: &Path) {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
+    let address = format!("-address {}/", dir.display());
+    let shims: Vec<u32> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains("containerd-shim") && cmdline.contains(&address)
+        })
+        .collect();
+    if shims.is_empty() {
+        return;
+    }
+    println!(
+        "bench: killing {} containers left running by an earlier bench",
+        shims.len()
+    );
+    for &shim in &shims {
+        let children =
+            fs::read_to_string(format!("/proc/{shim}/task/{shim}/children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            // SAFETY: a signal to a container init whose parent is a shim of
+            // the bench's own dockerd (matched by its socket address).
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    for &shim in &shims {
+        // SAFETY: as above, the shim itself.
+        unsafe { libc::kill(shim as libc::pid_t, libc::SIGKILL) };
     }
 }
 
