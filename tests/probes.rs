@@ -533,3 +533,125 @@ fn a_full_ring_buffer_is_counted() {
         "kept {kept} + lost {lost} < {CLONES}"
     );
 }
+
+/// `CLOCK_BOOTTIME` in ns: the clock of the records' `start` and `end`.
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into `ts`.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The reader task (`Probes::events`) with batched wake-ups: the programs
+/// wake it at most about once per `WAKEUP_INTERVAL_NS` for ordinary records
+/// and it drains again an interval after each wake-up, so a record submitted
+/// without a wake-up is still read, also when nothing follows it (the last
+/// umount here comes right after a forced wake-up and is the last event of
+/// the test). Prints how long records waited (run with --nocapture to see):
+/// BENCHMARKS.md quotes it.
+#[test]
+#[ignore = "needs root: loads eBPF"]
+fn the_reader_reads_every_record_soon_with_few_wake_ups() {
+    let _exclusive = crate::support::exclusive();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut probes = load(ProbeMode::Syscalls);
+    let mut batches = runtime.block_on(async { probes.events().expect("events") });
+    let scratch = Scratch::new("probes-batch");
+    let target = scratch.0.join("m");
+    fs::create_dir(&target).unwrap();
+    const ROUNDS: usize = 100;
+    // ROUNDS mount/umount pairs back to back (a fork and exec each, about a
+    // millisecond apart), a pause, then a mount, a umount failing with
+    // EBUSY (urgent) and a last umount right after it.
+    let script = r#"
+        i=0
+        while [ $i -lt "$N" ]; do
+            mount -t tmpfs batch-src "$T"; umount "$T"; i=$((i+1))
+        done
+        sleep 0.1
+        mount -t tmpfs batch-src "$T"
+        cd "$T"
+        umount "$T" 2>/dev/null
+        cd /
+        umount "$T"
+    "#;
+    // Runs while the batches are read, so a record's wait ends on arrival.
+    let mut script = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("T", &target)
+        .env("N", ROUNDS.to_string())
+        .spawn()
+        .expect("running unshare");
+    let wanted = 2 * ROUNDS + 3;
+
+    let ours = |e: &SyscallEvent| match &e.call {
+        Call::Mount { target: t, .. } | Call::Umount { target: t, .. } => {
+            t.path.as_bytes() == target.as_os_str().as_encoded_bytes()
+        }
+        _ => false,
+    };
+    // (end, waited ns, ret) of each of ours, and how many batches held one.
+    let mut seen: Vec<(u64, u64, i64)> = Vec::new();
+    let mut with_ours = 0;
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.len() < wanted {
+            let Ok(Some(batch)) = tokio::time::timeout_at(deadline, batches.recv()).await else {
+                break;
+            };
+            let now = boottime_ns();
+            let before = seen.len();
+            seen.extend(
+                syscalls(&batch)
+                    .filter(|e| ours(e))
+                    .map(|e| (e.end, now.saturating_sub(e.end), e.ret)),
+            );
+            with_ours += usize::from(seen.len() > before);
+        }
+    });
+    let status = script.wait().expect("waiting for unshare");
+    assert!(status.success(), "the unshare script failed: {status}");
+    assert_eq!(
+        seen.len(),
+        wanted,
+        "records read within 10 s (the last ones follow a forced wake-up and nothing follows them)"
+    );
+    seen.sort_unstable();
+    let busy = seen
+        .iter()
+        .find(|s| s.2 == -EBUSY)
+        .expect("the umount that failed with EBUSY");
+    let mut waited: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    waited.sort_unstable();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let span = seen[2 * ROUNDS - 1].0 - seen[0].0;
+    println!(
+        "batched wake-ups: {} records ({} in a {:.0} ms burst) in {with_ours} batches; \
+         waited median {:.2} ms, p90 {:.2} ms, max {:.2} ms; the EBUSY umount {:.2} ms, \
+         the last umount {:.2} ms",
+        seen.len(),
+        2 * ROUNDS,
+        ms(span),
+        ms(waited[waited.len() / 2]),
+        ms(waited[waited.len() * 9 / 10]),
+        ms(waited[waited.len() - 1]),
+        ms(busy.1),
+        ms(seen[seen.len() - 1].1),
+    );
+    // Loose: a busy machine delays the reader, but not by a second.
+    assert!(
+        waited[waited.len() - 1] < 1_000_000_000,
+        "a record waited {:.1} ms",
+        ms(waited[waited.len() - 1])
+    );
+}
