@@ -275,7 +275,7 @@ impl Model {
                 // Findings first (the snapshot's news), then the warnings
                 // that were waiting for a fresh read.
                 self.evaluate(out);
-                self.settle_warnings(out);
+                self.settle_warnings(s.taken_at, out);
                 self.settle_failures(out);
             }
             Input::Container(ev) => self.on_container(ev, out),
