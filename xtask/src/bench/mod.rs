@@ -44,7 +44,7 @@ usage: cargo xtask bench [model|scan|probes|tax|memory|lifecycle|all]...
   memory   daemon RSS idle, after 10,000 namespaces, and 30 s later
   lifecycle  real dockerd, 200 running containers: docker stop -> removal
            warning latency, and `mountleak check NAME` with 200 private
-           namespaces (about 4 min; not part of `all`)
+           namespaces (2 to 5 min; not part of `all`)
   all      model scan probes tax memory (default)
 ";
 
