@@ -868,8 +868,7 @@ fn the_daemon_follows_a_dockerd_restart() {
 }
 
 /// The engine killed and restarted while the daemon runs: later warnings
-/// still carry the container's name. Known bug: see
-/// [`docker_stop_warns_before_rm_when_a_cwd_pins_the_rootfs`].
+/// still carry the container's name.
 #[test]
 #[ignore = "needs root: runs dockerd and the mountleak daemon"]
 fn warnings_after_a_dockerd_restart_carry_names() {
