@@ -1322,11 +1322,14 @@ impl Model {
         }
         if let Some(alive) = &s.alive {
             let alive: HashSet<NsId> = alive.iter().copied().collect();
+            // A namespace the probes saw made after the read began is not in
+            // it, and not gone.
             let gone: Vec<NsId> = self
                 .namespaces
-                .keys()
-                .filter(|id| !alive.contains(id))
-                .copied()
+                .values()
+                .filter(|n| !alive.contains(&n.id))
+                .filter(|n| n.creation.as_ref().is_none_or(|c| c.at <= s.taken_at))
+                .map(|n| n.id)
                 .collect();
             for id in gone {
                 self.drop_namespace(id, "the holder namespace is gone", out);

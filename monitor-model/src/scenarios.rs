@@ -1521,3 +1521,29 @@ fn a_young_copy_outliving_the_host_umount_is_a_leak_at_once() {
     ));
     assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
 }
+
+/// The daemon reads /proc while events keep coming: a namespace made after
+/// a full read began is missing from that read's list of live namespaces.
+/// It must not be dropped as gone (its creation, by whom and when, would be
+/// lost, and its risk found late or never).
+#[test]
+fn a_namespace_made_during_a_read_is_not_taken_for_gone() {
+    let mut m = model();
+    let ntpd_task = task(1234, "ntpd");
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    m.apply(&unshare(20 * SEC, &ntpd_task, HOST, HOLDER));
+    m.apply(&make(
+        20 * SEC + MS,
+        &ntpd_task,
+        HOLDER,
+        "/",
+        MS_REC | MS_PRIVATE,
+    ));
+    // Began at 19.9 s, before the unshare; absorbed after it.
+    let out = m.apply(&snapshot(20 * SEC - 100 * MS, vec![host_with_container()]));
+    assert!(findings(&out).is_empty(), "{out:#?}");
+    let out = m.apply(&Input::Tick { now: 23 * SEC });
+    assert_eq!(kinds(&out), vec![FindingKind::Risk], "{out:#?}");
+    let h = &findings(&out)[0].holders[0];
+    assert_eq!((h.via, h.since_source), (Some("unshare"), "observed"));
+}
