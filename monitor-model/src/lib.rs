@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 pub use config::{ModelConfig, Patterns, Reference};
 pub use container::ContainerHint;
-pub use containers::CheckReport;
+pub use containers::{CheckReport, READ_BEFORE_WARNING};
 pub use finding::{Finding, FindingKind};
 pub use input::*;
 pub use kernel::KernelFacts;
@@ -121,6 +121,9 @@ pub struct ModelStats {
     pub snapshots: u64,
     /// Events that arrived after a later event already settled their effect.
     pub late_events: u64,
+    /// Namespace tables in snapshots that began before an event changed
+    /// them (set aside and read again).
+    pub stale_tables: u64,
 }
 
 /// Cap on remembered event keys and exited pids (reordering/duplicate
@@ -903,6 +906,7 @@ impl Model {
                 since_source: SinceSource::Observed,
                 submounts: false,
             });
+            ns.changed_at = ns.changed_at.max(at);
             if let Some(f) = self.fs.get_mut(&id) {
                 if is_container_path && f.unmounted_at.is_some() {
                     f.unmounted_at = None;
@@ -1007,6 +1011,7 @@ impl Model {
             return;
         };
         let removed = ns.entries.remove(i);
+        ns.changed_at = ns.changed_at.max(at);
         ns.removed.push_back((removed.clone(), at));
         if ns.removed.len() > REMOVED_CAP {
             ns.removed.pop_front();
@@ -1037,6 +1042,7 @@ impl Model {
                     !hit
                 });
                 if other.entries.len() != before {
+                    other.changed_at = other.changed_at.max(at);
                     affected.push(*id);
                 }
             }
@@ -1113,6 +1119,7 @@ impl Model {
             });
             ns.tree.retain(|m| *m.mount_point != *path);
             if ns.entries.len() != before {
+                ns.changed_at = ns.changed_at.max(at);
                 emptied.push(ns.id);
             }
         }
@@ -1307,9 +1314,24 @@ impl Model {
         for nss in &s.namespaces {
             self.absorb_members(nss, s.taken_at);
         }
+        // A table read that began before an event changed that namespace's
+        // container mounts (a scan still running when a container stopped)
+        // would undo what the event told: keep the event's picture and read
+        // that table again.
+        let stale: BTreeSet<NsId> = s
+            .namespaces
+            .iter()
+            .map(|nss| nss.ns)
+            .filter(|ns| {
+                self.namespaces
+                    .get(ns)
+                    .is_some_and(|n| n.changed_at > s.taken_at)
+            })
+            .collect();
+        let fresh = || s.namespaces.iter().filter(|nss| !stale.contains(&nss.ns));
         // Container filesystems: every mount at a container path, wherever
         // it is; then every mount of one of those filesystems is an entry.
-        for nss in &s.namespaces {
+        for nss in fresh() {
             let host = self.is_reference(nss.ns);
             for m in &nss.mounts {
                 if self.cfg.patterns.matches(&m.mount_point) {
@@ -1317,8 +1339,16 @@ impl Model {
                 }
             }
         }
-        for nss in &s.namespaces {
+        for nss in fresh() {
             self.absorb_mounts(nss, s.taken_at, out);
+        }
+        if !stale.is_empty() {
+            self.stats.stale_tables += stale.len() as u64;
+            out.push(Output::Rescan {
+                namespaces: stale.iter().copied().collect(),
+                full: false,
+                reason: "a mount table read before the latest change",
+            });
         }
         if let Some(alive) = &s.alive {
             let alive: HashSet<NsId> = alive.iter().copied().collect();
@@ -1554,6 +1584,14 @@ impl Model {
             let Some(f) = self.fs.get_mut(&id) else {
                 continue;
             };
+            if f.unmounted_at.is_some_and(|u| u > at) {
+                // Still mounted when this read began: it could not see
+                // who keeps it now.
+                if let Some(d) = f.dev {
+                    by_dev.remove(&d);
+                }
+                continue;
+            }
             let new = f.dev.and_then(|d| by_dev.remove(&d)).unwrap_or_default();
             let awaited = std::mem::take(&mut f.awaiting_pin_scan);
             if new != f.pins {

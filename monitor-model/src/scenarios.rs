@@ -1547,3 +1547,62 @@ fn a_namespace_made_during_a_read_is_not_taken_for_gone() {
     let h = &findings(&out)[0].holders[0];
     assert_eq!((h.via, h.since_source), (Some("unshare"), "observed"));
 }
+
+/// A scan still running when the container stopped: it began before the
+/// host's umount and the rmdir that detached the holder's copy, and arrives
+/// after them. Its tables are older than what the events told, so they must
+/// not undo it (on a real dockerd with 200 containers this printed a wrong
+/// `resolved`, then a new finding for the same mount, for a quarter of the
+/// stops). The namespaces are read again; a fresh read changes nothing.
+#[test]
+fn a_read_that_began_before_the_umount_does_not_undo_it() {
+    let mut m = model();
+    let mut holder = holder_with(None, None);
+    let mut inside = process(1300, "sleep", 3 * SEC, "/system.slice/ntpd.service");
+    inside.cwd_dev = Some(OVERLAY_DEV);
+    holder.members.push(inside.clone());
+    let out = m.apply(&snapshot(
+        100 * SEC,
+        vec![host_with_container(), holder.clone()],
+    ));
+    assert_eq!(kinds(&out), vec![FindingKind::Risk]);
+    let id = findings(&out)[0].id.clone();
+
+    let dockerd = task(900, "dockerd");
+    let out = m.apply(&umount(101 * SEC, &dockerd, HOST, DOCKER_PATH, 0));
+    assert_eq!(kinds(&out), vec![FindingKind::Leak]);
+    let rmdir = Call::Rmdir {
+        path: PathArg::new(DOCKER_PATH),
+    };
+    let out = m.apply(&syscall(101 * SEC + MS, &dockerd, HOST, HOST, 0, rmdir));
+    let pinned = findings(&out);
+    assert_eq!(kinds(&out), vec![FindingKind::Leak], "{out:#?}");
+    assert_eq!(pinned[0].holders[0].pid, Some(1300));
+
+    // Began at 100.5 s: the host still had the mount, the holder its copy.
+    let out = m.apply(&snapshot(
+        100 * SEC + 500 * MS,
+        vec![host_with_container(), holder.clone()],
+    ));
+    assert!(
+        findings(&out).is_empty(),
+        "the old read changes nothing: {out:#?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Rescan { namespaces, .. }
+            if namespaces.contains(&HOST) && namespaces.contains(&HOLDER))),
+        "and both tables are read again: {out:#?}"
+    );
+    assert_eq!(m.stats().stale_tables, 2);
+
+    // The fresh read: no mount anywhere, the process still inside.
+    let mut after = ns(HOLDER, host_base(), vec![ntpd(), inside]);
+    after.members[1].cwd_dev = Some(OVERLAY_DEV);
+    let out = m.apply(&snapshot(
+        102 * SEC,
+        vec![ns(HOST, host_base(), vec![]), after],
+    ));
+    assert!(findings(&out).is_empty(), "{out:#?}");
+    assert_eq!(m.open_findings()[0].id, id, "one story, one id");
+}

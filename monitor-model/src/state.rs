@@ -146,6 +146,9 @@ pub struct Namespace {
     /// When its mount table was last read: events that happened before are
     /// already reflected in it.
     pub snapshot_at: Option<Ktime>,
+    /// When an event last changed its container mounts: a mount table read
+    /// that began before then is out of date for this namespace.
+    pub changed_at: Ktime,
     /// Events that arrived before the event that created this namespace.
     pub early: Vec<SyscallEvent>,
     /// Container mounts removed lately, for a creation event that arrives
@@ -170,6 +173,7 @@ impl Namespace {
             oldest_member_start: None,
             watched: false,
             snapshot_at: None,
+            changed_at: 0,
             early: Vec::new(),
             removed: VecDeque::new(),
         }

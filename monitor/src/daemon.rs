@@ -381,10 +381,13 @@ impl Daemon {
                 // A namespace just made is still being set up (its creator
                 // chdirs, execs, changes propagation): read it a moment later
                 // so its first picture is the settled one.
-                let after = if reason == "new namespace holds container mounts" {
-                    self.cfg.daemon.rescan_debounce.max(NEW_NAMESPACE_SETTLE)
-                } else {
-                    self.cfg.daemon.rescan_debounce
+                let after = match reason {
+                    "new namespace holds container mounts" => {
+                        self.cfg.daemon.rescan_debounce.max(NEW_NAMESPACE_SETTLE)
+                    }
+                    // A removal is coming: the warning must come before it.
+                    monitor_model::READ_BEFORE_WARNING => Duration::ZERO,
+                    _ => self.cfg.daemon.rescan_debounce,
                 };
                 self.pending.request(full, pins, &namespaces, reason, after);
             }

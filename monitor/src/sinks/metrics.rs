@@ -196,7 +196,7 @@ impl MetricsSink {
         );
         r.register(
             "model",
-            "The model's own counts (inputs, duplicates, late_events, snapshots, lost_events)",
+            "The model's own counts (inputs, duplicates, late_events, stale_tables, snapshots, lost_events)",
             m.model.clone(),
         );
         r.register(
@@ -344,6 +344,7 @@ impl Sink for MetricsSink {
             ("inputs", ms.inputs),
             ("duplicates", ms.duplicates),
             ("late_events", ms.late_events),
+            ("stale_tables", ms.stale_tables),
             ("snapshots", ms.snapshots),
             ("lost_events", ms.lost_events),
         ] {
