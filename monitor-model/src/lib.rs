@@ -379,6 +379,13 @@ impl Model {
         }
     }
 
+    /// Notes that an event added or removed a mount of `fs` at `at`.
+    fn changed(&mut self, fs: FsId, at: Ktime) {
+        if let Some(f) = self.fs.get_mut(&fs) {
+            f.changed_at = f.changed_at.max(at);
+        }
+    }
+
     fn advance(&mut self, t: Ktime) {
         self.now = self.now.max(t);
     }
@@ -875,6 +882,7 @@ impl Model {
                         pins: Vec::new(),
                         awaiting_pin_scan: false,
                         host_groups: Vec::new(),
+                        changed_at: 0,
                     },
                 );
                 Some(id)
@@ -906,13 +914,13 @@ impl Model {
                 since_source: SinceSource::Observed,
                 submounts: false,
             });
-            ns.changed_at = ns.changed_at.max(at);
             if let Some(f) = self.fs.get_mut(&id) {
                 if is_container_path && f.unmounted_at.is_some() {
                     f.unmounted_at = None;
                 }
             }
             self.mark(id, "mounted");
+            self.changed(id, at);
             // The kernel knows the device and the propagation; ask.
             out.push(Output::Rescan {
                 namespaces: vec![ns_id],
@@ -1011,7 +1019,6 @@ impl Model {
             return;
         };
         let removed = ns.entries.remove(i);
-        ns.changed_at = ns.changed_at.max(at);
         ns.removed.push_back((removed.clone(), at));
         if ns.removed.len() > REMOVED_CAP {
             ns.removed.pop_front();
@@ -1042,12 +1049,12 @@ impl Model {
                     !hit
                 });
                 if other.entries.len() != before {
-                    other.changed_at = other.changed_at.max(at);
                     affected.push(*id);
                 }
             }
         }
         self.mark(fs_id, "unmounted by the host");
+        self.changed(fs_id, at);
         self.settle_unmounted(fs_id, at);
         for id in affected {
             self.update_watch(id, out);
@@ -1119,12 +1126,12 @@ impl Model {
             });
             ns.tree.retain(|m| *m.mount_point != *path);
             if ns.entries.len() != before {
-                ns.changed_at = ns.changed_at.max(at);
                 emptied.push(ns.id);
             }
         }
         for id in touched {
             self.mark(id, "mountpoint removed");
+            self.changed(id, at);
             self.settle_unmounted(id, at);
         }
         for id in emptied {
@@ -1314,38 +1321,40 @@ impl Model {
         for nss in &s.namespaces {
             self.absorb_members(nss, s.taken_at);
         }
-        // A table read that began before an event changed that namespace's
-        // container mounts (a scan still running when a container stopped)
-        // would undo what the event told: keep the event's picture and read
-        // that table again.
-        let stale: BTreeSet<NsId> = s
-            .namespaces
-            .iter()
-            .map(|nss| nss.ns)
-            .filter(|ns| {
-                self.namespaces
-                    .get(ns)
-                    .is_some_and(|n| n.changed_at > s.taken_at)
-            })
+        // A read that began before an event added or removed a mount of a
+        // container filesystem (a scan still running when a container
+        // stopped) would undo what the event told: for those filesystems
+        // keep the events' picture, and read again.
+        let recent: IdSet<FsId> = self
+            .fs
+            .values()
+            .filter(|f| f.changed_at > s.taken_at)
+            .map(|f| f.id)
             .collect();
-        let fresh = || s.namespaces.iter().filter(|nss| !stale.contains(&nss.ns));
         // Container filesystems: every mount at a container path, wherever
         // it is; then every mount of one of those filesystems is an entry.
-        for nss in fresh() {
+        for nss in &s.namespaces {
             let host = self.is_reference(nss.ns);
             for m in &nss.mounts {
-                if self.cfg.patterns.matches(&m.mount_point) {
+                let known_recent = self
+                    .fs_by_key
+                    .get(&(m.dev, m.root.clone()))
+                    .is_some_and(|id| recent.contains(id));
+                if self.cfg.patterns.matches(&m.mount_point) && !known_recent {
                     self.fs_for_mount(m, nss.ns, host, s.taken_at);
                 }
             }
         }
-        for nss in fresh() {
-            self.absorb_mounts(nss, s.taken_at, out);
+        let mut reread = Vec::new();
+        for nss in &s.namespaces {
+            if self.absorb_mounts(nss, s.taken_at, &recent, out) {
+                reread.push(nss.ns);
+            }
         }
-        if !stale.is_empty() {
-            self.stats.stale_tables += stale.len() as u64;
+        if !reread.is_empty() {
+            self.stats.stale_tables += reread.len() as u64;
             out.push(Output::Rescan {
-                namespaces: stale.iter().copied().collect(),
+                namespaces: reread,
                 full: false,
                 reason: "a mount table read before the latest change",
             });
@@ -1479,6 +1488,7 @@ impl Model {
                         pins: Vec::new(),
                         awaiting_pin_scan: false,
                         host_groups: Vec::new(),
+                        changed_at: 0,
                     },
                 );
                 id
@@ -1494,7 +1504,17 @@ impl Model {
         id
     }
 
-    fn absorb_mounts(&mut self, nss: &NamespaceSnapshot, at: Ktime, out: &mut Vec<Output>) {
+    /// Replaces a namespace's container mounts with what its table shows,
+    /// except for the `recent` filesystems (changed by events since the read
+    /// began), whose entries stay as the events left them. Returns whether
+    /// any was kept so.
+    fn absorb_mounts(
+        &mut self,
+        nss: &NamespaceSnapshot,
+        at: Ktime,
+        recent: &IdSet<FsId>,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let host = self.is_reference(nss.ns);
         let parents: HashSet<u64> = nss.mounts.iter().map(|m| m.parent_id).collect();
         let lookup = |m: &MountEntry| self.fs_by_key.get(&(m.dev, m.root.clone())).copied();
@@ -1505,8 +1525,13 @@ impl Model {
             .find(|m| m.mount_point.as_bytes() == b"/")
             .and_then(lookup);
         let mut entries: Vec<Entry> = Vec::new();
+        let mut kept_recent = false;
         for m in &nss.mounts {
             if let Some(fs) = lookup(m) {
+                if recent.contains(&fs) {
+                    kept_recent = true;
+                    continue;
+                }
                 entries.push(Entry {
                     fs,
                     mount_id: Some(m.mount_id),
@@ -1542,6 +1567,11 @@ impl Model {
         }
         let ns = self.ns_mut(nss.ns, at);
         ns.snapshot_at = Some(at);
+        // The events' entries of the recent filesystems stay.
+        for e in ns.entries.iter().filter(|e| recent.contains(&e.fs)) {
+            kept_recent = true;
+            entries.push(e.clone());
+        }
         // Keep what events told about when each copy began.
         for e in entries.iter_mut() {
             let old = ns.entries.iter().find(|o| {
@@ -1572,6 +1602,7 @@ impl Model {
             self.mark(id, "mount table read");
         }
         self.update_watch(nss.ns, out);
+        kept_recent
     }
 
     fn absorb_pins(&mut self, pins: &[Pin], at: Ktime) {
@@ -1634,6 +1665,7 @@ impl Model {
                     pins,
                     awaiting_pin_scan: false,
                     host_groups: Vec::new(),
+                    changed_at: 0,
                 },
             );
             self.mark(id, "pinned filesystem found");

@@ -1606,3 +1606,42 @@ fn a_read_that_began_before_the_umount_does_not_undo_it() {
     assert!(findings(&out).is_empty(), "{out:#?}");
     assert_eq!(m.open_findings()[0].id, id, "one story, one id");
 }
+
+/// Only the filesystems an event changed since a read began are held back
+/// from that read: on a busy node (containers mounted all the time) the
+/// host's table must still teach the model the others.
+#[test]
+fn a_read_older_than_one_mount_still_teaches_the_rest() {
+    let mut m = model();
+    m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
+    assert_eq!(m.container_fs_count(), 1);
+    let other = "/var/lib/docker/overlay2/5e6f7a8b/merged";
+    m.apply(&mount_call(
+        20 * SEC,
+        &task(900, "dockerd"),
+        HOST,
+        other,
+        "overlay",
+    ));
+    // Began before that mount; shows a third container the model never saw.
+    let third = "/var/lib/docker/overlay2/9c0d1e2f/merged";
+    let mut mounts = host_base();
+    mounts.push(container_mount(Some(7), None));
+    mounts.push(mount(
+        41,
+        Dev {
+            major: 0,
+            minor: 60,
+        },
+        third,
+        "overlay",
+        Some(8),
+        None,
+    ));
+    m.apply(&snapshot(20 * SEC - MS, vec![ns(HOST, mounts, vec![])]));
+    assert_eq!(
+        m.container_fs_count(),
+        3,
+        "the third is learned, the mounted one kept"
+    );
+}

@@ -146,9 +146,6 @@ pub struct Namespace {
     /// When its mount table was last read: events that happened before are
     /// already reflected in it.
     pub snapshot_at: Option<Ktime>,
-    /// When an event last changed its container mounts: a mount table read
-    /// that began before then is out of date for this namespace.
-    pub changed_at: Ktime,
     /// Events that arrived before the event that created this namespace.
     pub early: Vec<SyscallEvent>,
     /// Container mounts removed lately, for a creation event that arrives
@@ -173,7 +170,6 @@ impl Namespace {
             oldest_member_start: None,
             watched: false,
             snapshot_at: None,
-            changed_at: 0,
             early: Vec::new(),
             removed: VecDeque::new(),
         }
@@ -226,6 +222,9 @@ pub struct ContainerFs {
     /// in one of them (or a slave of one) receives the host's umount, so it
     /// cannot outlive it, even before a snapshot confirms it is gone.
     pub host_groups: Vec<Group>,
+    /// When an event last added or removed one of its mounts: a mount table
+    /// read that began before then is out of date about it.
+    pub changed_at: Ktime,
 }
 
 /// What the model remembers of a process.
