@@ -273,6 +273,16 @@ pub async fn run<W: Write + Send + 'static>(
     if let Some(job) = d.in_flight.take() {
         job.abort();
     }
+    // What the probes saw before the stop is told and kept too: the reader
+    // reads a record at most one wake-up interval after it was made.
+    if let Some(rx) = events.as_mut() {
+        let until = Instant::now() + 2 * Duration::from_nanos(monitor_common::WAKEUP_INTERVAL_NS);
+        while let Ok(Some(batch)) = time::timeout_at(until, rx.recv()).await {
+            for input in &batch {
+                d.apply(input)?;
+            }
+        }
+    }
     d.notice("stopped", "stopped", &json!({}));
     for s in d.sinks.iter_mut() {
         s.shutdown();

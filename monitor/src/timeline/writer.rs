@@ -87,6 +87,8 @@ struct Shared {
     records: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_write_failed: AtomicU64,
+    /// Items waiting in memory for a failing store to take them.
+    held: AtomicU64,
     /// Rows removed by retention.
     retained_away: AtomicU64,
     /// The store is open and the last write succeeded.
@@ -102,6 +104,9 @@ pub struct WriterStats {
     pub records: u64,
     pub dropped_queue_full: u64,
     pub dropped_write_failed: u64,
+    /// Items kept in memory while the store cannot take them (written when
+    /// it can again; beyond [`BACKLOG`] records the oldest are dropped).
+    pub held: u64,
     pub retained_away: u64,
     pub healthy: bool,
     pub last_error: Option<String>,
@@ -120,6 +125,7 @@ impl WriterHandle {
             records: s.records.load(Ordering::Relaxed),
             dropped_queue_full: s.dropped_queue_full.load(Ordering::Relaxed),
             dropped_write_failed: s.dropped_write_failed.load(Ordering::Relaxed),
+            held: s.held.load(Ordering::Relaxed),
             retained_away: s.retained_away.load(Ordering::Relaxed),
             healthy: s.healthy.load(Ordering::Relaxed),
             last_error: s.last_error.lock().map(|e| e.clone()).unwrap_or(None),
@@ -193,13 +199,14 @@ impl Writer {
         WriterHandle(Arc::clone(&self.shared))
     }
 
-    /// Waits until everything queued so far is committed (or dropped), up to
+    /// Waits until everything queued so far is committed (or dropped, or
+    /// held in memory for a store that cannot take it now), up to
     /// `timeout`. For tests and tools.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.stats();
-            if s.committed + s.dropped_write_failed >= s.enqueued {
+            if s.committed + s.dropped_write_failed + s.held >= s.enqueued {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -265,6 +272,10 @@ struct Worker {
     retention_upto: Option<i64>,
     /// Free pages still to give back after a retention round.
     vacuum_left: bool,
+    /// Records the store could not take yet, oldest first, and how many
+    /// queue items they came from.
+    backlog: Vec<Record>,
+    backlog_items: u64,
 }
 
 /// Pages given back to the file system per step after retention (8 MiB).
@@ -272,6 +283,10 @@ const VACUUM_PAGES: u32 = 2048;
 
 /// Longest wait between attempts to open or write a failing store.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Records kept in memory while the store cannot take them (a full disk
+/// that gets space again, a store being reopened): about 10 MiB at most.
+pub const BACKLOG: usize = 20_000;
 
 impl Worker {
     fn new(cfg: WriterConfig, shared: Arc<Shared>) -> Worker {
@@ -293,6 +308,8 @@ impl Worker {
             rows_since_retention: 0,
             retention_upto: None,
             vacuum_left: false,
+            backlog: Vec::new(),
+            backlog_items: 0,
         }
     }
 
@@ -324,10 +341,24 @@ impl Worker {
                 }
             }
             self.ensure_open();
-            if !batch.is_empty() {
+            let backlog_due = !self.backlog.is_empty()
+                && self.store.is_some()
+                && Instant::now() >= self.next_write;
+            if !batch.is_empty() || backlog_due {
                 self.write(&mut batch);
             }
             self.retention();
+        }
+        if self.backlog_items > 0 {
+            // Closing: one last try for what waited, then say what is lost.
+            self.next_open = Instant::now();
+            self.next_write = Instant::now();
+            self.ensure_open();
+            self.write(&mut batch);
+            let left = std::mem::take(&mut self.backlog_items);
+            self.backlog.clear();
+            self.shared.held.store(0, Ordering::Relaxed);
+            self.lost(left);
         }
     }
 
@@ -357,12 +388,6 @@ impl Worker {
 
     fn write(&mut self, batch: &mut Vec<Item>) {
         let n = batch.len() as u64;
-        let writable = self.store.is_some() && Instant::now() >= self.next_write;
-        if !writable {
-            batch.clear();
-            self.lost(n);
-            return;
-        }
         let wall = |kt: Ktime| unix_ns(boottime_to_wall(kt));
         let mut records = Vec::with_capacity(batch.len() + 1);
         for item in batch.drain(..) {
@@ -385,11 +410,22 @@ impl Worker {
                 Item::Record(r) => records.push(r),
             }
         }
+        let writable = self.store.is_some() && Instant::now() >= self.next_write;
+        if !writable {
+            self.hold(records, n);
+            return;
+        }
+        // What waited goes first, in order.
+        let held = std::mem::take(&mut self.backlog_items);
+        let mut all = std::mem::take(&mut self.backlog);
+        all.append(&mut records);
+        let items = held + n;
         // Say in the store itself that history has a hole here.
         let dropped = self.shared.dropped_queue_full.load(Ordering::Relaxed)
             + self.shared.dropped_write_failed.load(Ordering::Relaxed);
         let gap = dropped - self.dropped_marked.min(dropped);
-        if gap > 0 {
+        let with_gap = gap > 0;
+        if with_gap {
             let now = boottime_ns();
             let reason = if self.gap_reason.is_empty() {
                 "the store's queue was full (events arrived faster than the disk took them)"
@@ -398,7 +434,7 @@ impl Worker {
                 self.gap_reason.clone()
             };
             let wall_now = wall(now);
-            records.push(gap_record(
+            all.push(gap_record(
                 now,
                 wall_now,
                 gap,
@@ -409,21 +445,25 @@ impl Worker {
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        match store.insert_batch(self.run, &records) {
+        match store.insert_batch(self.run, &all) {
             Ok(()) => {
                 self.dropped_marked = dropped;
                 self.gap_since = None;
                 self.gap_reason.clear();
+                self.shared.held.store(0, Ordering::Relaxed);
                 self.shared
                     .records
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                self.shared.committed.fetch_add(n, Ordering::Release);
-                self.rows_since_retention += records.len() as u64;
+                    .fetch_add(all.len() as u64, Ordering::Relaxed);
+                self.shared.committed.fetch_add(items, Ordering::Release);
+                self.rows_since_retention += all.len() as u64;
                 self.keeping();
             }
             Err(e) => {
+                if with_gap {
+                    all.pop();
+                }
                 self.failing(&e);
-                self.lost(n);
+                self.hold(all, items);
                 // Try again soon, but not on every batch while it fails.
                 self.next_write = Instant::now() + Duration::from_secs(1);
                 if !matches!(e, StoreError::Full { .. }) {
@@ -434,6 +474,23 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Keeps records the store cannot take now, up to [`BACKLOG`]: beyond
+    /// that the oldest are dropped, counted and marked as a gap.
+    fn hold(&mut self, mut records: Vec<Record>, items: u64) {
+        self.backlog.append(&mut records);
+        self.backlog_items += items;
+        if self.backlog.len() > BACKLOG {
+            let excess = self.backlog.len() - BACKLOG;
+            self.backlog.drain(..excess);
+            let lost = (excess as u64).min(self.backlog_items);
+            self.backlog_items -= lost;
+            self.lost(lost);
+        }
+        self.shared
+            .held
+            .store(self.backlog_items, Ordering::Relaxed);
     }
 
     fn lost(&mut self, n: u64) {
@@ -639,10 +696,44 @@ mod tests {
         assert!(w.wait_idle(Duration::from_secs(10)));
         let s = w.stats();
         assert_eq!(s.committed, 0);
-        assert_eq!(s.dropped_write_failed, 10);
+        assert_eq!((s.held, s.dropped_write_failed), (10, 0), "held for later");
         assert!(!s.healthy);
         assert!(s.last_error.is_some());
         assert!(w.shutdown(Duration::from_secs(5)));
+        // Still unwritable when closing: now they are lost, and counted.
+        let s = w.stats();
+        assert_eq!((s.held, s.dropped_write_failed), (0, 10));
+    }
+
+    /// A store that cannot be written for a while (a full disk that gets
+    /// space again): what came meanwhile waits in memory and is written,
+    /// in order and without a gap, once it can be.
+    #[test]
+    fn what_waited_is_written_once_the_store_can_take_it() {
+        let d = tempdir::Dir::new("writer-later");
+        let dir = d.path().join("state");
+        std::fs::write(&dir, b"a file where the directory will be").unwrap();
+        let path = dir.join("events.db");
+        let mut w = Writer::spawn(WriterConfig::new(&path, Patterns::default())).unwrap();
+        for i in 1..=10 {
+            assert!(w.send(Item::Record(record(i))));
+        }
+        assert!(w.wait_idle(Duration::from_secs(10)));
+        assert_eq!(w.stats().held, 10);
+        std::fs::remove_file(&dir).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while w.stats().committed < 10 {
+            assert!(Instant::now() < deadline, "never written: {:?}", w.stats());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(w.send(Item::Record(record(11))));
+        assert!(w.wait_idle(Duration::from_secs(10)));
+        assert!(w.shutdown(Duration::from_secs(5)));
+        let s = w.stats();
+        assert_eq!((s.committed, s.held, s.dropped_write_failed), (11, 0, 0));
+        assert!(s.healthy);
+        let store = Store::open_existing(&path).unwrap();
+        assert_eq!(store.stats().unwrap().events, 11, "no gap record either");
     }
 
     #[test]
