@@ -33,6 +33,14 @@ fn ntpd() -> ProcessInfo {
     process(1234, "ntpd", 2 * SEC, "/system.slice/ntpd.service")
 }
 
+/// ntpd (pid 1234) unshares its mount namespace (HOLDER) at `at` and a
+/// millisecond later sets the propagation of its copies (`flags`).
+fn ntpd_unshares(m: &mut Model, at: Ktime, flags: u64) {
+    let ntpd_task = task(1234, "ntpd");
+    m.apply(&unshare(at, &ntpd_task, HOST, HOLDER));
+    m.apply(&make(at + MS, &ntpd_task, HOLDER, "/", flags));
+}
+
 fn holder_with(shared: Option<u32>, master: Option<u32>) -> NamespaceSnapshot {
     let mut mounts = host_base();
     mounts.push(container_mount(shared, master));
@@ -160,16 +168,8 @@ fn event_stream_risk_then_leak_then_resolved() {
 #[test]
 fn slave_holder_receives_the_umount_so_no_leak() {
     let mut m = model();
-    let ntpd_task = task(1234, "ntpd");
     m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
-    m.apply(&unshare(20 * SEC, &ntpd_task, HOST, HOLDER));
-    m.apply(&make(
-        20 * SEC + MS,
-        &ntpd_task,
-        HOLDER,
-        "/",
-        MS_REC | MS_SLAVE,
-    ));
+    ntpd_unshares(&mut m, 20 * SEC, MS_REC | MS_SLAVE);
     let out = m.apply(&Input::Tick { now: 25 * SEC });
     assert!(findings(&out).is_empty(), "{out:?}");
     let out = m.apply(&umount(
@@ -1502,16 +1502,8 @@ fn a_runtime_binding_the_rootfs_in_its_new_namespace_is_not_a_leak() {
 #[test]
 fn a_young_copy_outliving_the_host_umount_is_a_leak_at_once() {
     let mut m = model();
-    let ntpd_task = task(1234, "ntpd");
     m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
-    m.apply(&unshare(20 * SEC, &ntpd_task, HOST, HOLDER));
-    m.apply(&make(
-        20 * SEC + MS,
-        &ntpd_task,
-        HOLDER,
-        "/",
-        MS_REC | MS_PRIVATE,
-    ));
+    ntpd_unshares(&mut m, 20 * SEC, MS_REC | MS_PRIVATE);
     let out = m.apply(&umount(
         20 * SEC + 100 * MS,
         &task(900, "dockerd"),
@@ -1529,16 +1521,8 @@ fn a_young_copy_outliving_the_host_umount_is_a_leak_at_once() {
 #[test]
 fn a_namespace_made_during_a_read_is_not_taken_for_gone() {
     let mut m = model();
-    let ntpd_task = task(1234, "ntpd");
     m.apply(&snapshot(10 * SEC, vec![host_with_container()]));
-    m.apply(&unshare(20 * SEC, &ntpd_task, HOST, HOLDER));
-    m.apply(&make(
-        20 * SEC + MS,
-        &ntpd_task,
-        HOLDER,
-        "/",
-        MS_REC | MS_PRIVATE,
-    ));
+    ntpd_unshares(&mut m, 20 * SEC, MS_REC | MS_PRIVATE);
     // Began at 19.9 s, before the unshare; absorbed after it.
     let out = m.apply(&snapshot(20 * SEC - 100 * MS, vec![host_with_container()]));
     assert!(findings(&out).is_empty(), "{out:#?}");
