@@ -10,14 +10,10 @@
 //! event received and the end of containerd's log.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use monitor_model::{ContainerEvent, ContainerInfo, ContainerState, Dev, Input, PathBytes};
@@ -29,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::support;
 use crate::support::containerd::{unique, Containerd, Holder, CRI_NS, DEFAULT_NS, IMAGE};
+use crate::support::docker::{JsonLines, Line};
 
 /// Generous bound for anything the adapter should report at once.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -660,21 +657,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Generous bound for a finding the daemon should report at once.
 const FINDING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One line of the daemon's stdout, with when the test read it.
-#[derive(Clone, Debug)]
-struct Line {
-    at: Instant,
-    json: Value,
-}
-
 /// `mountleak run --json` on this containerd only (no Docker), with the
 /// private state dir's rootfs mount points as container mounts; killed on
-/// drop. Its stdout and stderr are read on threads.
+/// drop.
 struct Daemon {
-    child: Child,
-    rx: std_mpsc::Receiver<Line>,
-    lines: Vec<Line>,
-    stderr: Arc<Mutex<String>>,
+    out: JsonLines,
     /// Its metrics listener (with /check), on loopback.
     port: u16,
 }
@@ -686,112 +673,19 @@ impl Daemon {
         cmd.args(["run", "--json", "--no-store", "--risk-grace", "1s"])
             .arg(format!("--metrics-listen=127.0.0.1:{port}"))
             .arg("--config")
-            .arg(mountleak_config(ctrd))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: one async-signal-safe syscall between fork and exec: the
-        // daemon dies with the test thread however the test ends.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {cmd:?}: {err}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std_mpsc::channel();
-        thread::spawn(move || {
-            for text in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let json = serde_json::from_str(&text)
-                    .unwrap_or_else(|_| Value::String(format!("(not JSON) {text}")));
-                if tx
-                    .send(Line {
-                        at: Instant::now(),
-                        json,
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            rx,
-            lines: Vec::new(),
-            stderr,
-            port,
-        };
-        daemon.wait_for("the ready notice", READY_TIMEOUT, |v| v["type"] == "ready");
-        daemon
+            .arg(mountleak_config(ctrd));
+        let mut out = JsonLines::spawn(cmd);
+        out.wait_for("the ready notice", READY_TIMEOUT, |v| v["type"] == "ready");
+        Daemon { out, port }
     }
 
     fn transcript(&self) -> String {
-        let mut out = String::from("stdout:\n");
-        for line in &self.lines {
-            out.push_str(&format!("{}\n", line.json));
-        }
-        let stderr = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
-        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-        out.push_str("stderr (last lines):\n");
-        for line in tail.into_iter().rev() {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
+        self.out.transcript()
     }
 
     /// The first line (already read or still to come) that `pred` accepts.
     fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Line {
-        if let Some(line) = self.lines.iter().find(|l| pred(&l.json)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.lines.push(line.clone());
-                    if pred(&line.json) {
-                        return line;
-                    }
-                }
-                Err(std_mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "timed out after {timeout:?} waiting for {what}\n{}",
-                    self.transcript()
-                ),
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().ok();
-                    panic!(
-                        "mountleak exited ({status:?}) while waiting for {what}\n{}",
-                        self.transcript()
-                    )
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.out.wait_for(what, timeout, pred)
     }
 }
 
