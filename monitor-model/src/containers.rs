@@ -11,10 +11,6 @@ use crate::input::{ContainerEvent, ContainerInfo, ContainerState, Ktime, NsId};
 use crate::state::{ContainerFs, FsId};
 use crate::{Model, Output};
 
-/// The reason of the read a stopped container's warning waits for: the
-/// shell should start it at once (its removal is coming).
-pub const READ_BEFORE_WARNING: &str = "a container stopped: reading its holders before warning";
-
 /// A runtime and a container id.
 pub(crate) type ContainerKey = (String, String);
 
@@ -232,7 +228,7 @@ impl Model {
         out.push(Output::Rescan {
             namespaces,
             full: false,
-            reason: READ_BEFORE_WARNING,
+            reason: crate::reason::READ_BEFORE_WARNING,
         });
     }
 

@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 pub use config::{ModelConfig, Patterns, Reference};
 pub use container::ContainerHint;
-pub use containers::{CheckReport, READ_BEFORE_WARNING};
+pub use containers::CheckReport;
 pub use finding::{Finding, FindingKind};
 pub use input::*;
 pub use kernel::KernelFacts;
@@ -110,6 +110,18 @@ pub enum Output {
     Watch(NsId),
     /// Stop reporting forks and exits here.
     Unwatch(NsId),
+}
+
+/// Rescan reasons the shell treats specially (it matches on these names,
+/// never on the text).
+pub mod reason {
+    /// The read a stopped container's warning waits for: start it at once
+    /// (its removal is coming).
+    pub const READ_BEFORE_WARNING: &str = "a container stopped: reading its holders before warning";
+    /// A namespace just made is still being set up: read it a moment later.
+    pub const NEW_NAMESPACE: &str = "new namespace holds container mounts";
+    /// Kernel events were lost: read everything again (pins need not be).
+    pub const LOST_EVENTS: &str = "kernel events were lost";
 }
 
 /// Counters for metrics and tests.
@@ -288,7 +300,7 @@ impl Model {
                 out.push(Output::Rescan {
                     namespaces: Vec::new(),
                     full: true,
-                    reason: "kernel events were lost",
+                    reason: reason::LOST_EVENTS,
                 });
             }
             Input::Tick { now } => {
@@ -750,7 +762,7 @@ impl Model {
             out.push(Output::Rescan {
                 namespaces: vec![child],
                 full: false,
-                reason: "new namespace holds container mounts",
+                reason: reason::NEW_NAMESPACE,
             });
         }
         for later in early.into_iter().filter(|e| e.end >= at) {

@@ -387,16 +387,16 @@ impl Daemon {
                 reason,
             } => {
                 debug!(?namespaces, full, reason, "rescan requested");
-                let pins = full && reason != "kernel events were lost";
+                let pins = full && reason != monitor_model::reason::LOST_EVENTS;
                 // A namespace just made is still being set up (its creator
                 // chdirs, execs, changes propagation): read it a moment later
                 // so its first picture is the settled one.
                 let after = match reason {
-                    "new namespace holds container mounts" => {
+                    monitor_model::reason::NEW_NAMESPACE => {
                         self.cfg.daemon.rescan_debounce.max(NEW_NAMESPACE_SETTLE)
                     }
                     // A removal is coming: the warning must come before it.
-                    monitor_model::READ_BEFORE_WARNING => Duration::ZERO,
+                    monitor_model::reason::READ_BEFORE_WARNING => Duration::ZERO,
                     _ => self.cfg.daemon.rescan_debounce,
                 };
                 self.pending.request(full, pins, &namespaces, reason, after);
