@@ -112,11 +112,11 @@ pub enum Output {
     Unwatch(NsId),
 }
 
-/// Rescan reasons the shell treats specially (it matches on these names,
-/// never on the text).
+/// Rescan reasons the shell or the model refer to by name (never by text).
 pub mod reason {
-    /// The read a stopped container's warning waits for: start it at once
-    /// (its removal is coming).
+    /// The read a stopped container's warning waits for. It gets the usual
+    /// debounce: a read at the very moment of the stop races the runtime's
+    /// own umount (measured: no faster warnings, and a flaky test).
     pub const READ_BEFORE_WARNING: &str = "a container stopped: reading its holders before warning";
     /// A namespace just made is still being set up: read it a moment later.
     pub const NEW_NAMESPACE: &str = "new namespace holds container mounts";

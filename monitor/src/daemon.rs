@@ -395,8 +395,6 @@ impl Daemon {
                     monitor_model::reason::NEW_NAMESPACE => {
                         self.cfg.daemon.rescan_debounce.max(NEW_NAMESPACE_SETTLE)
                     }
-                    // A removal is coming: the warning must come before it.
-                    monitor_model::reason::READ_BEFORE_WARNING => Duration::ZERO,
                     _ => self.cfg.daemon.rescan_debounce,
                 };
                 self.pending.request(full, pins, &namespaces, reason, after);
