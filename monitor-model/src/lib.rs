@@ -1348,11 +1348,15 @@ impl Model {
         for nss in &s.namespaces {
             let host = self.is_reference(nss.ns);
             for m in &nss.mounts {
-                let known_recent = self
-                    .fs_by_key
-                    .get(&(m.dev, m.root.clone()))
-                    .is_some_and(|id| recent.contains(id));
-                if self.cfg.patterns.matches(&m.mount_point) && !known_recent {
+                if !self.cfg.patterns.matches(&m.mount_point) {
+                    continue;
+                }
+                let known_recent = !recent.is_empty()
+                    && self
+                        .fs_by_key
+                        .get(&(m.dev, m.root.clone()))
+                        .is_some_and(|id| recent.contains(id));
+                if !known_recent {
                     self.fs_for_mount(m, nss.ns, host, s.taken_at);
                 }
             }
