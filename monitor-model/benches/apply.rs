@@ -48,7 +48,6 @@ fn mount(id: u64, minor: u32, path: &str, fstype: &str, shared: Option<u32>) -> 
         shared,
         master: None,
         unbindable: false,
-        super_options: PathBytes::default(),
     }
 }
 

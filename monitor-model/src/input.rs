@@ -333,8 +333,6 @@ pub struct MountEntry {
     /// `master:N`: peer group this mount is a slave of.
     pub master: Option<u32>,
     pub unbindable: bool,
-    /// Per-superblock options (overlay's `upperdir=`, ...), raw.
-    pub super_options: PathBytes,
 }
 
 /// A process, as /proc shows it.

@@ -59,7 +59,6 @@ pub fn mount(
         shared,
         master,
         unbindable: false,
-        super_options: Default::default(),
     }
 }
 

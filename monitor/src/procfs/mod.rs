@@ -26,4 +26,5 @@ mod sys;
 pub use kernel::read_kernel_facts;
 pub use scan::{
     DeviceFilter, ScanError, ScanOptions, ScanOutput, ScanStats, Scanner, Support, TableRead,
+    TableScope,
 };

@@ -5,7 +5,9 @@
 //! each detected by errno and remembered in [`Support`]:
 //! - `NS_MNT_GET_NEXT`/`PREV` (6.12): every mount namespace, including
 //!   those no process is in (kept alive by an nsfs bind mount or an fd);
-//! - listmount/statmount with a namespace id (6.11): their mount tables.
+//! - listmount/statmount with a namespace id (6.11): their mount tables,
+//!   and, since that is several times cheaper than mountinfo (no options
+//!   formatted), the tables of the namespaces processes are in too.
 //!
 //! Without them, a namespace pinned by an nsfs bind mount is still found
 //! (its `mnt:[N]` shows in some table) and read with nsenter(1).
@@ -54,6 +56,40 @@ pub struct ScanOptions {
     /// mount table, so a targeted scan with pins reads them all; without,
     /// device facts stay cheap (the daemon's targeted scans).
     pub pins: bool,
+    /// Read only what one target needs of most tables (`mountleak check`).
+    pub scope: Option<Arc<TableScope>>,
+}
+
+/// A scan about one target (a container, a pod, a mount path): the host
+/// namespaces' tables are read whole; of every other table only the mounts
+/// that may concern the target (see [`statmount::read_table_scoped`]):
+/// those of a filesystem the host does not show (a copy of something the
+/// host already unmounted, or the namespace's own mounts), those of the
+/// target's filesystems, and what sits on them. Copies of every other
+/// container's rootfs, the bulk of a holder's table, are left out.
+///
+/// Needs the namespace walk and statmount; without them every table is
+/// read whole, as without a scope.
+pub struct TableScope {
+    /// Read whole: the namespaces the host's mounts are judged from.
+    pub full: BTreeSet<NsId>,
+    /// Whether a mount point in a host table is one of the target's.
+    pub target: Box<dyn Fn(&PathBytes) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for TableScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableScope")
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The devices a scoped scan decides by, from the host tables.
+struct Scoped {
+    full: BTreeSet<NsId>,
+    host_devs: BTreeSet<Dev>,
+    target_devs: BTreeSet<Dev>,
 }
 
 impl Default for ScanOptions {
@@ -67,6 +103,7 @@ impl Default for ScanOptions {
             nsenter_fallback: true,
             devices: None,
             pins: false,
+            scope: None,
         }
     }
 }
@@ -87,6 +124,12 @@ impl ScanOptions {
     ) -> Self {
         self.devices = Some(Arc::new(select));
         self.pins = false;
+        self
+    }
+
+    /// Read only what `scope`'s target needs of most tables.
+    pub fn scoped(mut self, scope: TableScope) -> Self {
+        self.scope = Some(Arc::new(scope));
         self
     }
 
@@ -111,6 +154,7 @@ impl std::fmt::Debug for ScanOptions {
             .field("nsenter_fallback", &self.nsenter_fallback)
             .field("devices", &self.devices.as_ref().map(|_| "filter"))
             .field("pins", &self.pins)
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -154,6 +198,8 @@ pub struct ScanStats {
     pub inaccessible: usize,
     /// Every table read, in order. Each namespace appears at most once.
     pub tables: Vec<TableRead>,
+    /// Of those, tables read only in part (a scoped scan).
+    pub partial_tables: usize,
     /// Malformed mountinfo lines, skipped.
     pub malformed_lines: usize,
     /// The first few of them, for the log.
@@ -184,6 +230,11 @@ const MAX_SPARE: usize = 4;
 /// The mount namespace this process is in.
 pub fn own_mnt_ns() -> Option<NsId> {
     ProcHandle::myself().and_then(|me| me.mnt_ns()).ok()
+}
+
+/// The mount namespace process `pid` is in.
+pub fn mnt_ns_of(pid: Pid) -> Option<NsId> {
+    ProcHandle::open(pid).and_then(|p| p.mnt_ns()).ok()
 }
 
 /// Builds snapshots. Keeps only what it learned about the kernel between
@@ -274,29 +325,102 @@ impl Scanner {
             // Pins compare against every table, so then every table is read.
             read_all: targets.is_none() || (opts.pins && opts.devices.is_some()),
             groups: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            scoped: None,
+            left_out: BTreeSet::new(),
+            prefetching: BTreeSet::new(),
             candidates: Vec::new(),
             nsfs: BTreeMap::new(),
             stats: ScanStats::default(),
         };
 
-        let proc_dir = std::fs::read_dir("/proc").map_err(ScanError::ListProc)?;
-        for entry in proc_dir {
-            let Ok(entry) = entry else { continue };
-            let name = entry.file_name();
-            if let Some(pid) = name.to_str().and_then(|s| s.parse::<Pid>().ok()) {
-                self.visit(&mut pass, pid);
+        // The walk comes first: it gives the ids statmount reads tables by.
+        let walked = if opts.walk_namespaces && self.support.ns_walk != Some(false) {
+            self.walk_namespaces(opts.namespace_owner)
+        } else {
+            None
+        };
+        if let Some(walked) = &walked {
+            pass.ids = walked.iter().map(|w| (w.ino, (w.id, w.user_ns))).collect();
+            if let Some(scope) = &opts.scope {
+                self.read_host_tables(&mut pass, scope);
             }
         }
+
+        // With the walk's ids and statmount, the tables are read on a
+        // second thread while this one walks /proc: the two take about as
+        // long on a busy node.
+        let prefetch: Vec<(NsId, u64)> =
+            if walked.is_some() && self.support.statmount != Some(false) {
+                pass.ids
+                    .iter()
+                    .filter(|(ns, _)| pass.wants(**ns) && !pass.has_table(**ns))
+                    .map(|(&ns, &(id, _))| (ns, id))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        pass.prefetching = prefetch.iter().map(|&(ns, _)| ns).collect();
+        let scoped = pass.scoped.take();
+        let walked_proc = std::thread::scope(|threads| {
+            let reader = (prefetch.len() > 1).then(|| {
+                threads.spawn(|| {
+                    prefetch
+                        .iter()
+                        .map(|&(ns, id)| (ns, read_by_id(scoped.as_ref(), ns, id)))
+                        .collect::<Vec<_>>()
+                })
+            });
+            let here = if reader.is_none() {
+                prefetch
+                    .iter()
+                    .map(|&(ns, id)| (ns, read_by_id(scoped.as_ref(), ns, id)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let listed = self.walk_proc(&mut pass);
+            let read = match reader.map(|r| r.join()) {
+                Some(Ok(read)) => read,
+                // A panic there is a bug; the tables are read below instead.
+                Some(Err(_)) => Vec::new(),
+                None => here,
+            };
+            listed.map(|()| read)
+        });
+        pass.scoped = scoped;
+        pass.prefetching.clear();
         // A group nobody finished visiting: all its processes exited
         // mid-read. If the namespace lives on, the walk brings it back.
         pass.groups.retain(|_, g| g.seen);
+        for (ns, result) in walked_proc? {
+            match result {
+                Ok((table, left_out)) => {
+                    self.support.statmount = Some(true);
+                    if let Some(devs) = left_out {
+                        pass.left_out.extend(devs);
+                        pass.stats.partial_tables += 1;
+                    }
+                    pass.store(ns, table, TableSource::Statmount, None);
+                    pass.stats.tables.push(TableRead::Statmount { ns });
+                }
+                Err(err) => {
+                    if sys::is_unsupported(&err) {
+                        self.support.statmount = Some(false);
+                    }
+                    // Dead since the walk, or not ours: read_late and the
+                    // process-less path try the other ways.
+                    tracing::debug!(ns, %err, "statmount failed");
+                }
+            }
+        }
         let read_all = pass.read_all;
         let wanted = |ns: NsId| read_all || targets.is_none_or(|t| t.contains(&ns));
         self.read_late(&mut pass, wanted);
 
         pass.stats.alive_complete = false;
-        if opts.walk_namespaces && self.support.ns_walk != Some(false) {
-            self.add_walked(&mut pass);
+        if let Some(walked) = walked {
+            pass.add_walked(walked);
         }
         // Without the walk, a target no process is in can only be found by
         // an nsfs mount in some other table: read them all, then. (With it,
@@ -333,6 +457,7 @@ impl Scanner {
                 .values()
                 .filter_map(|g| g.table.as_ref())
                 .flat_map(|(t, _)| t.iter().map(|m| m.dev))
+                .chain(pass.left_out.iter().copied())
                 .collect();
             pins = pins::find(&pass.candidates, &shown);
             // A gap makes "no table shows it" unreliable. Namespaces held
@@ -378,6 +503,7 @@ impl Scanner {
             processes = stats.processes,
             namespaces = snapshot.namespaces.len(),
             tables = stats.tables.len(),
+            partial = stats.partial_tables,
             vanished = stats.vanished,
             malformed = stats.malformed_lines,
             unread = stats.unread.len(),
@@ -388,10 +514,22 @@ impl Scanner {
         Ok(ScanOutput { snapshot, stats })
     }
 
+    fn walk_proc(&mut self, pass: &mut Pass<'_>) -> Result<(), ScanError> {
+        let proc_dir = std::fs::read_dir("/proc").map_err(ScanError::ListProc)?;
+        for entry in proc_dir {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            if let Some(pid) = name.to_str().and_then(|s| s.parse::<Pid>().ok()) {
+                self.visit(pass, pid);
+            }
+        }
+        Ok(())
+    }
+
     /// One /proc entry: group it, read its namespace's table if nobody has
     /// yet, collect its devices if selected. Any failure means the process
     /// is skipped, never that the scan fails.
-    fn visit(&self, pass: &mut Pass<'_>, pid: Pid) {
+    fn visit(&mut self, pass: &mut Pass<'_>, pid: Pid) {
         let gone = |stats: &mut ScanStats, err: &io::Error, what: &str| {
             if sys::is_gone(err) {
                 stats.vanished += 1;
@@ -418,11 +556,30 @@ impl Scanner {
             Err(err) => return gone(&mut pass.stats, &err, "ns/mnt"),
         };
         let kept = pass.keeps(ns);
-        let wants_table = pass.wants(ns);
+        // A table being read on the other thread is not read here; members
+        // are remembered as spares in case that read fails.
+        let wants_table = pass.wants(ns) && !pass.prefetching.contains(&ns);
         let opts = pass.opts;
+        let unread = pass.groups.get(&ns).is_none_or(|g| g.table.is_none());
+        let by_id = if unread && wants_table {
+            self.table_by_id(pass, ns, &handle)
+        } else {
+            None
+        };
+        let walked_owner = pass.ids.get(&ns).and_then(|&(_, owner)| owner);
         let group = pass.groups.entry(ns).or_default();
 
-        if group.table.is_none() && wants_table {
+        if let Some(table) = by_id {
+            // Relative to the namespace's root: no chroot of this member
+            // narrows it.
+            group.table = Some((table, TableSource::Statmount));
+            group.reader = Some(pid);
+            group.seen = true;
+            pass.stats.tables.push(TableRead::Statmount { ns });
+            if opts.namespace_owner && group.user_ns.is_none() {
+                group.user_ns = walked_owner.or_else(|| owner_of(&handle));
+            }
+        } else if group.table.is_none() && wants_table {
             // mountinfo shows mounts relative to the reader's root, so a
             // chrooted member would hide the rest of the table.
             match handle.readlink(c"root") {
@@ -487,10 +644,27 @@ impl Scanner {
     /// through members remembered during the walk over /proc: spare ones
     /// first, chrooted ones (a partial view) last.
     fn read_late(&self, pass: &mut Pass<'_>, want: impl Fn(NsId) -> bool) {
-        for (&ns, group) in pass.groups.iter_mut() {
-            if group.table.is_some() || !want(ns) {
-                continue;
+        let missing: Vec<NsId> = pass
+            .groups
+            .iter()
+            .filter(|(&ns, g)| g.table.is_none() && want(ns))
+            .map(|(&ns, _)| ns)
+            .collect();
+        for ns in missing {
+            // By id, if the kernel has shown it can: the whole table even
+            // when the only members left are chrooted.
+            if self.support.statmount == Some(true) {
+                if let Some(&(id, _)) = pass.ids.get(&ns) {
+                    if let Ok(table) = pass.read_by_id(ns, id) {
+                        pass.store(ns, table, TableSource::Statmount, None);
+                        pass.stats.tables.push(TableRead::Statmount { ns });
+                        continue;
+                    }
+                }
             }
+            let Some(group) = pass.groups.get_mut(&ns) else {
+                continue;
+            };
             let tries = group.spare.iter().map(|&m| (m, false));
             let tries = tries.chain(group.chrooted.iter().map(|&m| (m, true)));
             for ((pid, start), chrooted) in tries.collect::<Vec<_>>() {
@@ -524,22 +698,109 @@ impl Scanner {
         }
     }
 
-    fn add_walked(&mut self, pass: &mut Pass<'_>) {
-        match walk(pass.opts.namespace_owner) {
+    /// A scoped scan's first step: the host tables, whole, by id. Only if
+    /// all of them can be read is the rest read in part.
+    fn read_host_tables(&mut self, pass: &mut Pass<'_>, scope: &TableScope) {
+        if self.support.statmount == Some(false) {
+            return;
+        }
+        let mut host_devs = BTreeSet::new();
+        let mut target_devs = BTreeSet::new();
+        for &ns in &scope.full {
+            let Some(&(id, owner)) = pass.ids.get(&ns) else {
+                return;
+            };
+            match statmount::read_table(id) {
+                Ok(table) => {
+                    self.support.statmount = Some(true);
+                    for m in &table {
+                        host_devs.insert(m.dev);
+                        if (scope.target)(&m.mount_point) {
+                            target_devs.insert(m.dev);
+                        }
+                    }
+                    pass.store(ns, table, TableSource::Statmount, owner);
+                    // Alive by the walk, even if no process of it is seen.
+                    if let Some(g) = pass.groups.get_mut(&ns) {
+                        g.seen = true;
+                    }
+                    pass.stats.tables.push(TableRead::Statmount { ns });
+                }
+                Err(err) => {
+                    if sys::is_unsupported(&err) {
+                        self.support.statmount = Some(false);
+                    }
+                    tracing::debug!(ns, %err, "scoped scan: host table unreadable by id, reading every table whole");
+                    return;
+                }
+            }
+        }
+        pass.scoped = Some(Scoped {
+            full: scope.full.clone(),
+            host_devs,
+            target_devs,
+        });
+    }
+
+    /// Every mount namespace, if this kernel can list them.
+    fn walk_namespaces(&mut self, owner: bool) -> Option<Vec<Walked>> {
+        match walk(owner) {
             Ok(walked) => {
                 self.support.ns_walk = Some(true);
-                pass.stats.alive_complete = true;
-                for w in walked {
-                    let g = pass.groups.entry(w.ino).or_default();
-                    g.mnt_ns_id = Some(w.id);
-                    g.user_ns = g.user_ns.or(w.user_ns);
-                }
+                Some(walked)
             }
             Err(err) => {
                 if sys::is_unsupported(&err) || err.raw_os_error() == Some(libc::EPERM) {
                     self.support.ns_walk = Some(false);
                 }
                 tracing::debug!(%err, "no mount namespace walk");
+                None
+            }
+        }
+    }
+
+    /// The table of namespace `ns` by listmount/statmount, when the kernel
+    /// has them and we know (or can learn through `member`) its id. `None`:
+    /// read mountinfo instead.
+    fn table_by_id(
+        &mut self,
+        pass: &mut Pass<'_>,
+        ns: NsId,
+        member: &ProcHandle,
+    ) -> Option<Vec<MountEntry>> {
+        if self.support.statmount == Some(false) {
+            return None;
+        }
+        let id = match pass.ids.get(&ns) {
+            Some(&(id, _)) => id,
+            // No walk (6.11): the id through the member's namespace file.
+            None if pass.ids.is_empty() => {
+                let fd = member.open_mnt_ns().ok()?;
+                match sys::mntns_id(fd.as_fd()) {
+                    Ok(id) => id,
+                    Err(err) => {
+                        if sys::is_unsupported(&err) {
+                            self.support.statmount = Some(false);
+                        }
+                        return None;
+                    }
+                }
+            }
+            // Made after the walk: mountinfo will do.
+            None => return None,
+        };
+        match pass.read_by_id(ns, id) {
+            Ok(table) => {
+                self.support.statmount = Some(true);
+                Some(table)
+            }
+            Err(err) => {
+                if sys::is_unsupported(&err) {
+                    self.support.statmount = Some(false);
+                }
+                // EPERM (not ours to read), or it died: mountinfo decides.
+                tracing::debug!(ns, %err, "statmount: falling back to mountinfo");
+                None
             }
         }
     }
@@ -583,7 +844,7 @@ impl Scanner {
         }
 
         if let Some(id) = id.filter(|_| self.support.statmount != Some(false)) {
-            match statmount::read_table(id) {
+            match pass.read_by_id(ns, id) {
                 Ok(table) => {
                     self.support.statmount = Some(true);
                     pass.store(ns, table, TableSource::Statmount, owner);
@@ -637,6 +898,14 @@ struct Pass<'a> {
     targets: Option<&'a BTreeSet<NsId>>,
     read_all: bool,
     groups: BTreeMap<NsId, Group>,
+    /// The namespaces the walk found, by inode: their 64-bit ids and owners.
+    ids: BTreeMap<NsId, (u64, Option<u64>)>,
+    /// Set when a scoped scan could read its host tables by id.
+    scoped: Option<Scoped>,
+    /// Devices of the mounts a scoped read left out: still "shown" to pins.
+    left_out: BTreeSet<Dev>,
+    /// Namespaces whose tables another thread is reading.
+    prefetching: BTreeSet<NsId>,
     candidates: Vec<Candidate>,
     /// nsfs mounts by the namespace they pin.
     nsfs: BTreeMap<NsId, Vec<NsfsMount>>,
@@ -658,6 +927,30 @@ impl Pass<'_> {
         let g = self.groups.entry(ns).or_default();
         g.table = Some((table, source));
         g.user_ns = g.user_ns.or(owner);
+    }
+
+    /// A table by listmount/statmount: in part when the scan is scoped and
+    /// `ns` is not a host namespace, whole otherwise.
+    fn read_by_id(&mut self, ns: NsId, id: u64) -> io::Result<Vec<MountEntry>> {
+        let (table, left_out) = read_by_id(self.scoped.as_ref(), ns, id)?;
+        if let Some(devs) = left_out {
+            self.left_out.extend(devs);
+            self.stats.partial_tables += 1;
+        }
+        Ok(table)
+    }
+
+    fn has_table(&self, ns: NsId) -> bool {
+        self.groups.get(&ns).is_some_and(|g| g.table.is_some())
+    }
+
+    fn add_walked(&mut self, walked: Vec<Walked>) {
+        self.stats.alive_complete = true;
+        for w in walked {
+            let g = self.groups.entry(w.ino).or_default();
+            g.mnt_ns_id = Some(w.id);
+            g.user_ns = g.user_ns.or(w.user_ns);
+        }
     }
 
     /// nsfs mounts in the tables read so far name namespaces too (alive by
@@ -689,6 +982,25 @@ impl Pass<'_> {
                 "no process in it and no way to read it on this kernel"
             };
             self.stats.unread.push((ns, why.to_string()));
+        }
+    }
+}
+
+/// A table by id: in part when the scan is scoped and `ns` is not a host
+/// namespace (then with the devices of every mount, read or not), whole
+/// otherwise.
+fn read_by_id(
+    scoped: Option<&Scoped>,
+    ns: NsId,
+    id: u64,
+) -> io::Result<(Vec<MountEntry>, Option<Vec<Dev>>)> {
+    match scoped.filter(|s| !s.full.contains(&ns)) {
+        None => Ok((statmount::read_table(id)?, None)),
+        Some(s) => {
+            let (table, devs) = statmount::read_table_scoped(id, |m| {
+                !s.host_devs.contains(&m.dev) || s.target_devs.contains(&m.dev)
+            })?;
+            Ok((table, Some(devs)))
         }
     }
 }

@@ -89,7 +89,6 @@ pub const STATMOUNT_MNT_BASIC: u64 = 0x0002;
 pub const STATMOUNT_MNT_ROOT: u64 = 0x0008;
 pub const STATMOUNT_MNT_POINT: u64 = 0x0010;
 pub const STATMOUNT_FS_TYPE: u64 = 0x0020;
-pub const STATMOUNT_MNT_OPTS: u64 = 0x0080;
 pub const STATMOUNT_FS_SUBTYPE: u64 = 0x0100;
 pub const STATMOUNT_SB_SOURCE: u64 = 0x0200;
 
@@ -134,19 +133,85 @@ pub struct StatmountFixed {
 }
 const _: () = assert!(size_of::<StatmountFixed>() == 512);
 
-/// One statmount(2) answer: the fixed part and the string area.
+/// A reusable statmount(2) answer buffer: the fixed part, then the strings.
+/// One per table read, so a namespace of 300 mounts costs one allocation,
+/// not 300 zeroed 4 KiB ones.
 pub struct Statmount {
-    pub fixed: StatmountFixed,
-    strings: Vec<u8>,
+    /// u64 words keep the buffer aligned for [`StatmountFixed`].
+    buf: Vec<u64>,
+}
+
+impl Default for Statmount {
+    fn default() -> Self {
+        Statmount {
+            buf: vec![0u64; 512], // 4 KiB; grows on EOVERFLOW (long paths)
+        }
+    }
 }
 
 impl Statmount {
-    /// The NUL-terminated string at `offset`, if `bit` is in the answer mask.
+    /// statmount(2) of one mount (a 64-bit unique id from [`listmount`]) in
+    /// namespace `mnt_ns_id`, into this buffer.
+    pub fn query(&mut self, mnt_id: u64, mnt_ns_id: u64, mask: u64) -> io::Result<()> {
+        loop {
+            let req = MntIdReq {
+                size: MNT_ID_REQ_SIZE_VER1,
+                mnt_id,
+                param: mask,
+                mnt_ns_id,
+                ..MntIdReq::default()
+            };
+            let bytes = self.buf.len() * size_of::<u64>();
+            // SAFETY: `buf` is writable for `bytes` bytes; `req` is valid.
+            let rc = unsafe {
+                libc::syscall(
+                    SYS_STATMOUNT,
+                    &req as *const MntIdReq,
+                    self.buf.as_mut_ptr(),
+                    bytes,
+                    0u32,
+                )
+            };
+            match errno_result(rc) {
+                // The kernel wrote the whole fixed part (the buffer is
+                // larger) and `size` bounds the strings after it, so nothing
+                // of an earlier answer is ever read.
+                Ok(_) => return Ok(()),
+                Err(err)
+                    if err.raw_os_error() == Some(libc::EOVERFLOW)
+                        && self.buf.len() < (1 << 17) =>
+                {
+                    let grown = self.buf.len() * 4;
+                    self.buf.resize(grown, 0);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The fixed part of the last answer.
+    pub fn fixed(&self) -> StatmountFixed {
+        // SAFETY: `buf` is at least 512 bytes, aligned for u64, and
+        // StatmountFixed is plain integers (any bit pattern is valid).
+        unsafe { std::ptr::read(self.buf.as_ptr().cast::<StatmountFixed>()) }
+    }
+
+    fn strings(&self) -> &[u8] {
+        const FIXED: usize = size_of::<StatmountFixed>();
+        let bytes = self.buf.len() * size_of::<u64>();
+        // SAFETY: reinterpreting initialised u64s as bytes.
+        let all = unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), bytes) };
+        let used = (self.fixed().size as usize).clamp(FIXED, bytes);
+        &all[FIXED..used]
+    }
+
+    /// The NUL-terminated string at `offset` of the last answer, if `bit` is
+    /// in its mask.
     pub fn string(&self, bit: u64, offset: u32) -> Option<&[u8]> {
-        if self.fixed.mask & bit == 0 {
+        if self.fixed().mask & bit == 0 {
             return None;
         }
-        let tail = self.strings.get(offset as usize..)?;
+        let tail = self.strings().get(offset as usize..)?;
         let end = tail.iter().position(|&b| b == 0)?;
         Some(&tail[..end])
     }
@@ -191,52 +256,6 @@ pub fn listmount(mnt_ns_id: u64) -> io::Result<Vec<u64>> {
         match batch[..n].last() {
             Some(&id) if n == BATCH => last = id,
             _ => return Ok(ids),
-        }
-    }
-}
-
-/// statmount(2) of one mount (a 64-bit unique id from [`listmount`]) in
-/// namespace `mnt_ns_id`. Grows the buffer on EOVERFLOW (long paths).
-pub fn statmount(mnt_id: u64, mnt_ns_id: u64, mask: u64) -> io::Result<Statmount> {
-    const FIXED: usize = size_of::<StatmountFixed>();
-    let mut words = 512usize; // 4 KiB to start; u64 words keep the buffer aligned
-    loop {
-        let req = MntIdReq {
-            size: MNT_ID_REQ_SIZE_VER1,
-            mnt_id,
-            param: mask,
-            mnt_ns_id,
-            ..MntIdReq::default()
-        };
-        let mut buf = vec![0u64; words];
-        let bytes = words * size_of::<u64>();
-        // SAFETY: `buf` is writable for `bytes` bytes; `req` is valid.
-        let rc = unsafe {
-            libc::syscall(
-                SYS_STATMOUNT,
-                &req as *const MntIdReq,
-                buf.as_mut_ptr(),
-                bytes,
-                0u32,
-            )
-        };
-        match errno_result(rc) {
-            Ok(_) => {
-                // SAFETY: `buf` is at least FIXED bytes, aligned for u64, and
-                // StatmountFixed is plain integers (any bit pattern is valid).
-                let fixed = unsafe { std::ptr::read(buf.as_ptr().cast::<StatmountFixed>()) };
-                // SAFETY: reinterpreting initialised u64s as bytes.
-                let all = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), bytes) };
-                let used = (fixed.size as usize).clamp(FIXED, bytes);
-                return Ok(Statmount {
-                    fixed,
-                    strings: all[FIXED..used].to_vec(),
-                });
-            }
-            Err(err) if err.raw_os_error() == Some(libc::EOVERFLOW) && words < (1 << 17) => {
-                words *= 4;
-            }
-            Err(err) => return Err(err),
         }
     }
 }
