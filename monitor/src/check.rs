@@ -68,6 +68,7 @@ pub struct CheckOutcome {
 /// as a pinned, detached filesystem), and asks the model.
 pub async fn check(cfg: &Config, target: &str) -> anyhow::Result<CheckOutcome> {
     let parsed = Target::parse(target)?;
+    let started = std::time::Instant::now();
     let (containers, unreachable) = match &parsed {
         Target::Path(_) => (Vec::new(), Vec::new()),
         other => crate::runtime::lookup(cfg, other).await,
@@ -101,8 +102,18 @@ pub async fn check(cfg: &Config, target: &str) -> anyhow::Result<CheckOutcome> {
         .context("scan task")?
         .context("scanning /proc")?;
     let taken_at = out.snapshot.taken_at;
+    let scanned = started.elapsed();
     model.apply(&Input::Snapshot(out.snapshot));
     model.apply(&Input::Tick { now: taken_at });
+    tracing::debug!(
+        lookup_ms = (scanned - out.stats.duration).as_secs_f64() * 1e3,
+        scan_ms = out.stats.duration.as_secs_f64() * 1e3,
+        model_ms = (started.elapsed() - scanned).as_secs_f64() * 1e3,
+        processes = out.stats.processes,
+        tables = out.stats.tables.len(),
+        partial = out.stats.partial_tables,
+        "check: where the time went"
+    );
 
     let report = match &parsed {
         Target::Path(p) => match model.check_path(p) {

@@ -329,6 +329,7 @@ impl Scanner {
             scoped: None,
             left_out: BTreeSet::new(),
             prefetching: BTreeSet::new(),
+            late_details: false,
             candidates: Vec::new(),
             nsfs: BTreeMap::new(),
             stats: ScanStats::default(),
@@ -361,31 +362,29 @@ impl Scanner {
                 Vec::new()
             };
         pass.prefetching = prefetch.iter().map(|&(ns, _)| ns).collect();
+        pass.late_details = opts.process_details && pass.scoped.is_some();
         let scoped = pass.scoped.take();
+        // Both threads take tables from one list: the second from the
+        // start, this one once /proc is walked.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let read_some = || {
+            let mut read = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(ns, id)) = prefetch.get(i) else {
+                    return read;
+                };
+                read.push((ns, read_by_id(scoped.as_ref(), ns, id)));
+            }
+        };
         let walked_proc = std::thread::scope(|threads| {
-            let reader = (prefetch.len() > 1).then(|| {
-                threads.spawn(|| {
-                    prefetch
-                        .iter()
-                        .map(|&(ns, id)| (ns, read_by_id(scoped.as_ref(), ns, id)))
-                        .collect::<Vec<_>>()
-                })
-            });
-            let here = if reader.is_none() {
-                prefetch
-                    .iter()
-                    .map(|&(ns, id)| (ns, read_by_id(scoped.as_ref(), ns, id)))
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let reader = (prefetch.len() > 1).then(|| threads.spawn(read_some));
             let listed = self.walk_proc(&mut pass);
-            let read = match reader.map(|r| r.join()) {
-                Some(Ok(read)) => read,
-                // A panic there is a bug; the tables are read below instead.
-                Some(Err(_)) => Vec::new(),
-                None => here,
-            };
+            let mut read = read_some();
+            // A panic there is a bug; its tables are read below instead.
+            if let Some(Ok(mut more)) = reader.map(|r| r.join()) {
+                read.append(&mut more);
+            }
             listed.map(|()| read)
         });
         pass.scoped = scoped;
@@ -449,6 +448,9 @@ impl Scanner {
             }
         }
         pass.note_unread();
+        if pass.late_details {
+            pass.fill_named_details(self.ticks_per_second);
+        }
 
         let mut pins = Vec::new();
         if opts.pins && opts.devices.is_some() {
@@ -460,6 +462,11 @@ impl Scanner {
                 .chain(pass.left_out.iter().copied())
                 .collect();
             pins = pins::find(&pass.candidates, &shown);
+            if pass.late_details {
+                for pin in pins.iter_mut() {
+                    fill_details_again(&mut pin.process, self.ticks_per_second);
+                }
+            }
             // A gap makes "no table shows it" unreliable. Namespaces held
             // only by an fd are invisible without the walk; that gap is
             // accepted, or old kernels would never be complete.
@@ -612,7 +619,8 @@ impl Scanner {
                 comm: basics.comm,
                 ..ProcessInfo::default()
             };
-            if opts.process_details {
+            // A scoped scan fills them in later, only for who may be named.
+            if opts.process_details && !pass.late_details {
                 handle.fill_details(&mut info);
             }
             if let Some(select) = &opts.devices {
@@ -906,6 +914,10 @@ struct Pass<'a> {
     left_out: BTreeSet<Dev>,
     /// Namespaces whose tables another thread is reading.
     prefetching: BTreeSet<NsId>,
+    /// Process details are read after the walk, only for processes a
+    /// finding may name (a scoped scan: most processes hold nothing that
+    /// concerns the target, and details are most of a process's cost).
+    late_details: bool,
     candidates: Vec<Candidate>,
     /// nsfs mounts by the namespace they pin.
     nsfs: BTreeMap<NsId, Vec<NsfsMount>>,
@@ -938,6 +950,24 @@ impl Pass<'_> {
             self.stats.partial_tables += 1;
         }
         Ok(table)
+    }
+
+    /// Details of the members of the namespaces whose (partial) table holds
+    /// a mount that concerns the target: the holders a finding names.
+    fn fill_named_details(&mut self, ticks_per_second: u64) {
+        let Some(s) = &self.scoped else { return };
+        for (ns, g) in self.groups.iter_mut() {
+            let concerned = !s.full.contains(ns)
+                && g.table.as_ref().is_some_and(|(t, _)| {
+                    t.iter()
+                        .any(|m| !s.host_devs.contains(&m.dev) || s.target_devs.contains(&m.dev))
+                });
+            if concerned {
+                for p in g.members.iter_mut() {
+                    fill_details_again(p, ticks_per_second);
+                }
+            }
+        }
     }
 
     fn has_table(&self, ns: NsId) -> bool {
@@ -1002,6 +1032,19 @@ fn read_by_id(
             })?;
             Ok((table, Some(devs)))
         }
+    }
+}
+
+/// Process details read after the walk, if it is still the same process.
+fn fill_details_again(info: &mut ProcessInfo, ticks_per_second: u64) {
+    let Ok(handle) = ProcHandle::open(info.pid) else {
+        return;
+    };
+    if handle
+        .basics(ticks_per_second)
+        .is_ok_and(|b| b.start == info.start)
+    {
+        handle.fill_details(info);
     }
 }
 

@@ -422,6 +422,8 @@ fn measure(d: &Dockerd, tools: &Tools, out_dir: &Path) -> Result<Section> {
     let check = |name: &str| -> Result<(f64, i32, String, String)> {
         let started = Instant::now();
         let o = Command::new(&tools.mountleak)
+            // Where the time goes, in the saved answer (one debug line).
+            .env("RUST_LOG", "mountleak::check=debug")
             .args(["check", "--json", NO_CONTAINERD])
             .arg("--docker-socket")
             .arg(d.socket())
@@ -441,7 +443,7 @@ fn measure(d: &Dockerd, tools: &Tools, out_dir: &Path) -> Result<Section> {
             ms,
             o.status.code().unwrap_or(-1),
             verdict,
-            stdout.into_owned(),
+            format!("{stdout}\n{}", String::from_utf8_lossy(&o.stderr)),
         ))
     };
     for round in 0..CHECK_WARMUP + CHECK_RUNS {
