@@ -176,16 +176,47 @@ pub async fn lookup(
         // text into a URL path.
         return Ok(None);
     }
-    let (docker, root, _version) = connect(cfg).await?;
-    match docker.inspect_container(target, None).await {
-        Ok(resp) => Ok(to_info(&resp, &root, Clocks::now()).map(|m| m.with_upper_dir())),
-        Err(err) if is_not_found(&err) => Ok(None),
-        Err(err) => Err(DockerError::engine(cfg, "inspect", err)),
-    }
+    let docker = negotiated(cfg).await?;
+    let resp = match docker.inspect_container(target, None).await {
+        Ok(resp) => resp,
+        Err(err) if is_not_found(&err) => return Ok(None),
+        Err(err) => return Err(DockerError::engine(cfg, "inspect", err)),
+    };
+    // The root dir from the container's own files spares a `GET /info`,
+    // which an engine answers by counting every container and image.
+    let root = match root_from_files(&resp) {
+        Some(root) => root,
+        None => root_dir(cfg, &docker).await?,
+    };
+    Ok(to_info(&resp, &root, Clocks::now()).map(|m| m.with_upper_dir()))
+}
+
+/// `DockerRootDir` as the container's hostname or resolv.conf path shows
+/// it: `<root>/containers/<id>/<file>`.
+fn root_from_files(resp: &ContainerInspectResponse) -> Option<PathBuf> {
+    let id = resp.id.as_deref()?;
+    [&resp.hostname_path, &resp.resolv_conf_path]
+        .into_iter()
+        .flatten()
+        .find_map(|file| {
+            let dir = Path::new(file).parent()?;
+            (dir.file_name()? == id).then_some(())?;
+            let containers = dir.parent()?;
+            (containers.file_name()? == "containers").then_some(())?;
+            containers.parent().map(Path::to_path_buf)
+        })
 }
 
 /// Connects, negotiates the API version, and reads the daemon's root dir.
 async fn connect(cfg: &DockerConfig) -> Result<(Docker, PathBuf, String), DockerError> {
+    let docker = negotiated(cfg).await?;
+    let version = docker.client_version().to_string();
+    let root = root_dir(cfg, &docker).await?;
+    Ok((docker, root, version))
+}
+
+/// A client at the engine's API version.
+async fn negotiated(cfg: &DockerConfig) -> Result<Docker, DockerError> {
     let path = cfg
         .socket
         .to_str()
@@ -195,21 +226,23 @@ async fn connect(cfg: &DockerConfig) -> Result<(Docker, PathBuf, String), Docker
             .map_err(|e| DockerError::engine(cfg, "connect", e))?;
     // bollard starts at its own (newer) API version; an engine older than
     // that rejects every call until the client steps down to the engine's.
-    let docker = docker
+    docker
         .negotiate_version()
         .await
-        .map_err(|e| DockerError::engine(cfg, "negotiate the API version", e))?;
-    let version = docker.client_version().to_string();
+        .map_err(|e| DockerError::engine(cfg, "negotiate the API version", e))
+}
+
+/// The daemon's root dir (`GET /info`).
+async fn root_dir(cfg: &DockerConfig, docker: &Docker) -> Result<PathBuf, DockerError> {
     let info = docker
         .info()
         .await
         .map_err(|e| DockerError::engine(cfg, "info", e))?;
     // `--data-root` moves everything; /var/lib/docker is only the default.
-    let root = info
+    Ok(info
         .docker_root_dir
         .filter(|dir| !dir.is_empty())
-        .map_or_else(|| PathBuf::from("/var/lib/docker"), PathBuf::from);
-    Ok((docker, root, version))
+        .map_or_else(|| PathBuf::from("/var/lib/docker"), PathBuf::from))
 }
 
 /// Docker's container names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*` and ids are
@@ -763,6 +796,27 @@ fn path_bytes(path: &Path) -> PathBytes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn root_dir_from_the_containers_files() {
+        let at = |path: &str| ContainerInspectResponse {
+            id: Some("abc".into()),
+            hostname_path: Some(path.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            root_from_files(&at("/srv/docker/containers/abc/hostname")),
+            Some(PathBuf::from("/srv/docker"))
+        );
+        // Not the layout we know: ask the engine instead.
+        assert_eq!(root_from_files(&at("/elsewhere/abc/hostname")), None);
+        assert_eq!(
+            root_from_files(&at("/srv/docker/containers/xyz/hostname")),
+            None
+        );
+        assert_eq!(root_from_files(&ContainerInspectResponse::default()), None);
+    }
+
     use super::*;
 
     /// An inspect answer recorded from dockerd 20.10 (API 1.41) on this
