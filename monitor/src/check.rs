@@ -7,7 +7,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use monitor_model::{
-    CheckReport, ContainerEvent, ContainerInfo, Input, Model, NsId, PathBytes, Reference,
+    CheckReport, ContainerEvent, ContainerHint, ContainerInfo, Input, Model, NsId, PathBytes,
+    Reference,
 };
 use serde_json::json;
 
@@ -165,18 +166,20 @@ fn scope_for(cfg: &Config, target: &Target, containers: &[ContainerInfo]) -> Tab
                 .iter()
                 .flat_map(|c| c.mounts.iter().cloned())
                 .collect();
-            // A pod's volumes live under the kubelet's directory for its uid.
-            let uids: Vec<Vec<u8>> = containers
+            // A pod's volumes: kubelet paths naming its uid, the rule the
+            // model itself uses to give a mount to a pod.
+            let uids: HashSet<String> = containers
                 .iter()
                 .filter_map(|c| c.pod.as_ref())
-                .map(|p| p.uid.as_bytes().to_vec())
+                .map(|p| p.uid.clone())
                 .filter(|u| !u.is_empty())
                 .collect();
             Box::new(move |m| {
                 paths.contains(m)
-                    || uids
-                        .iter()
-                        .any(|u| m.as_bytes().windows(u.len()).any(|w| w == u.as_slice()))
+                    || (!uids.is_empty()
+                        && ContainerHint::from_path(m)
+                            .pod_uid
+                            .is_some_and(|u| uids.contains(&u)))
             })
         }
     };

@@ -6,12 +6,11 @@
 //! - `NS_MNT_GET_NEXT`/`PREV` (6.12): every mount namespace, including
 //!   those no process is in (kept alive by an nsfs bind mount or an fd);
 //! - listmount/statmount with a namespace id (6.11): their mount tables,
-//!   and, in a scoped scan (`check`), where it is several times cheaper
-//!   than mountinfo (no options formatted), the tables of the namespaces
-//!   processes are in too, read on a second thread. The daemon's and
-//!   `scan`'s reads still take member namespaces' tables from mountinfo:
-//!   moving them made a daemon test flaky under the full suite, not yet
-//!   understood.
+//!   and, in a scoped scan (`check`, with the walk), where it is several
+//!   times cheaper than mountinfo (no options formatted), the tables of the
+//!   namespaces processes are in too, read on a second thread. The daemon's
+//!   and `scan`'s reads take those from mountinfo: moving them made a
+//!   daemon test fail once under the full suite, cause not found.
 //!
 //! Without them, a namespace pinned by an nsfs bind mount is still found
 //! (its `mnt:[N]` shows in some table) and read with nsenter(1).
@@ -94,6 +93,14 @@ struct Scoped {
     full: BTreeSet<NsId>,
     host_devs: BTreeSet<Dev>,
     target_devs: BTreeSet<Dev>,
+}
+
+impl Scoped {
+    /// A mount of `dev` outside the host tables may concern the target: a
+    /// filesystem the host does not show, or one of the target's.
+    fn concerns(&self, dev: &Dev) -> bool {
+        !self.host_devs.contains(dev) || self.target_devs.contains(dev)
+    }
 }
 
 impl Default for ScanOptions {
@@ -339,12 +346,14 @@ impl Scanner {
             stats: ScanStats::default(),
         };
 
-        // The walk comes first: it gives the ids statmount reads tables by.
-        let walked = if opts.walk_namespaces && self.support.ns_walk != Some(false) {
-            self.walk_namespaces(opts.namespace_owner)
-        } else {
-            None
-        };
+        // A scoped scan walks the namespaces first: the walk gives the ids
+        // statmount reads its tables by. Others walk after /proc, so that a
+        // namespace made meanwhile is still found.
+        let can_walk = opts.walk_namespaces && self.support.ns_walk != Some(false);
+        let mut walked = None;
+        if can_walk && opts.scope.is_some() {
+            walked = self.walk_namespaces(opts.namespace_owner);
+        }
         if let Some(walked) = &walked {
             pass.ids = walked.iter().map(|w| (w.ino, (w.id, w.user_ns))).collect();
             if let Some(scope) = &opts.scope {
@@ -356,7 +365,7 @@ impl Scanner {
         // second thread while this one walks /proc: the two take about as
         // long on a busy node.
         let prefetch: Vec<(NsId, u64)> =
-            if opts.scope.is_some() && walked.is_some() && self.support.statmount != Some(false) {
+            if walked.is_some() && self.support.statmount != Some(false) {
                 pass.ids
                     .iter()
                     .filter(|(ns, _)| pass.wants(**ns) && !pass.has_table(**ns))
@@ -398,12 +407,9 @@ impl Scanner {
         pass.groups.retain(|_, g| g.seen);
         for (ns, result) in walked_proc? {
             match result {
-                Ok((table, left_out)) => {
+                Ok(read) => {
                     self.support.statmount = Some(true);
-                    if let Some(devs) = left_out {
-                        pass.left_out.extend(devs);
-                        pass.stats.partial_tables += 1;
-                    }
+                    let table = pass.count_read(read);
                     pass.store(ns, table, TableSource::Statmount, None);
                     pass.stats.tables.push(TableRead::Statmount { ns });
                 }
@@ -422,6 +428,9 @@ impl Scanner {
         self.read_late(&mut pass, wanted);
 
         pass.stats.alive_complete = false;
+        if can_walk && opts.scope.is_none() {
+            walked = self.walk_namespaces(opts.namespace_owner);
+        }
         if let Some(walked) = walked {
             pass.add_walked(walked);
         }
@@ -525,7 +534,7 @@ impl Scanner {
         Ok(ScanOutput { snapshot, stats })
     }
 
-    fn walk_proc(&mut self, pass: &mut Pass<'_>) -> Result<(), ScanError> {
+    fn walk_proc(&self, pass: &mut Pass<'_>) -> Result<(), ScanError> {
         let proc_dir = std::fs::read_dir("/proc").map_err(ScanError::ListProc)?;
         for entry in proc_dir {
             let Ok(entry) = entry else { continue };
@@ -540,7 +549,7 @@ impl Scanner {
     /// One /proc entry: group it, read its namespace's table if nobody has
     /// yet, collect its devices if selected. Any failure means the process
     /// is skipped, never that the scan fails.
-    fn visit(&mut self, pass: &mut Pass<'_>, pid: Pid) {
+    fn visit(&self, pass: &mut Pass<'_>, pid: Pid) {
         let gone = |stats: &mut ScanStats, err: &io::Error, what: &str| {
             if sys::is_gone(err) {
                 stats.vanished += 1;
@@ -571,26 +580,9 @@ impl Scanner {
         // are remembered as spares in case that read fails.
         let wants_table = pass.wants(ns) && !pass.prefetching.contains(&ns);
         let opts = pass.opts;
-        let unread = pass.groups.get(&ns).is_none_or(|g| g.table.is_none());
-        let by_id = if unread && wants_table && opts.scope.is_some() {
-            self.table_by_id(pass, ns, &handle)
-        } else {
-            None
-        };
-        let walked_owner = pass.ids.get(&ns).and_then(|&(_, owner)| owner);
         let group = pass.groups.entry(ns).or_default();
 
-        if let Some(table) = by_id {
-            // Relative to the namespace's root: no chroot of this member
-            // narrows it.
-            group.table = Some((table, TableSource::Statmount));
-            group.reader = Some(pid);
-            group.seen = true;
-            pass.stats.tables.push(TableRead::Statmount { ns });
-            if opts.namespace_owner && group.user_ns.is_none() {
-                group.user_ns = walked_owner.or_else(|| owner_of(&handle));
-            }
-        } else if group.table.is_none() && wants_table {
+        if group.table.is_none() && wants_table {
             // mountinfo shows mounts relative to the reader's root, so a
             // chrooted member would hide the rest of the table.
             match handle.readlink(c"root") {
@@ -656,27 +648,10 @@ impl Scanner {
     /// through members remembered during the walk over /proc: spare ones
     /// first, chrooted ones (a partial view) last.
     fn read_late(&self, pass: &mut Pass<'_>, want: impl Fn(NsId) -> bool) {
-        let missing: Vec<NsId> = pass
-            .groups
-            .iter()
-            .filter(|(&ns, g)| g.table.is_none() && want(ns))
-            .map(|(&ns, _)| ns)
-            .collect();
-        for ns in missing {
-            // By id, if the kernel has shown it can: the whole table even
-            // when the only members left are chrooted.
-            if pass.opts.scope.is_some() && self.support.statmount == Some(true) {
-                if let Some(&(id, _)) = pass.ids.get(&ns) {
-                    if let Ok(table) = pass.read_by_id(ns, id) {
-                        pass.store(ns, table, TableSource::Statmount, None);
-                        pass.stats.tables.push(TableRead::Statmount { ns });
-                        continue;
-                    }
-                }
-            }
-            let Some(group) = pass.groups.get_mut(&ns) else {
+        for (&ns, group) in pass.groups.iter_mut() {
+            if group.table.is_some() || !want(ns) {
                 continue;
-            };
+            }
             let tries = group.spare.iter().map(|&m| (m, false));
             let tries = tries.chain(group.chrooted.iter().map(|&m| (m, true)));
             for ((pid, start), chrooted) in tries.collect::<Vec<_>>() {
@@ -766,52 +741,6 @@ impl Scanner {
                     self.support.ns_walk = Some(false);
                 }
                 tracing::debug!(%err, "no mount namespace walk");
-                None
-            }
-        }
-    }
-
-    /// The table of namespace `ns` by listmount/statmount, when the kernel
-    /// has them and we know (or can learn through `member`) its id. `None`:
-    /// read mountinfo instead.
-    fn table_by_id(
-        &mut self,
-        pass: &mut Pass<'_>,
-        ns: NsId,
-        member: &ProcHandle,
-    ) -> Option<Vec<MountEntry>> {
-        if self.support.statmount == Some(false) {
-            return None;
-        }
-        let id = match pass.ids.get(&ns) {
-            Some(&(id, _)) => id,
-            // No walk (6.11): the id through the member's namespace file.
-            None if pass.ids.is_empty() => {
-                let fd = member.open_mnt_ns().ok()?;
-                match sys::mntns_id(fd.as_fd()) {
-                    Ok(id) => id,
-                    Err(err) => {
-                        if sys::is_unsupported(&err) {
-                            self.support.statmount = Some(false);
-                        }
-                        return None;
-                    }
-                }
-            }
-            // Made after the walk: mountinfo will do.
-            None => return None,
-        };
-        match pass.read_by_id(ns, id) {
-            Ok(table) => {
-                self.support.statmount = Some(true);
-                Some(table)
-            }
-            Err(err) => {
-                if sys::is_unsupported(&err) {
-                    self.support.statmount = Some(false);
-                }
-                // EPERM (not ours to read), or it died: mountinfo decides.
-                tracing::debug!(ns, %err, "statmount: falling back to mountinfo");
                 None
             }
         }
@@ -948,12 +877,21 @@ impl Pass<'_> {
     /// A table by listmount/statmount: in part when the scan is scoped and
     /// `ns` is not a host namespace, whole otherwise.
     fn read_by_id(&mut self, ns: NsId, id: u64) -> io::Result<Vec<MountEntry>> {
-        let (table, left_out) = read_by_id(self.scoped.as_ref(), ns, id)?;
+        let read = read_by_id(self.scoped.as_ref(), ns, id)?;
+        Ok(self.count_read(read))
+    }
+
+    /// The table of a read by id; a partial one is counted, and the devices
+    /// it left out still count as shown.
+    fn count_read(
+        &mut self,
+        (table, left_out): (Vec<MountEntry>, Option<Vec<Dev>>),
+    ) -> Vec<MountEntry> {
         if let Some(devs) = left_out {
             self.left_out.extend(devs);
             self.stats.partial_tables += 1;
         }
-        Ok(table)
+        table
     }
 
     /// Details of the members of the namespaces whose (partial) table holds
@@ -962,10 +900,9 @@ impl Pass<'_> {
         let Some(s) = &self.scoped else { return };
         for (ns, g) in self.groups.iter_mut() {
             let concerned = !s.full.contains(ns)
-                && g.table.as_ref().is_some_and(|(t, _)| {
-                    t.iter()
-                        .any(|m| !s.host_devs.contains(&m.dev) || s.target_devs.contains(&m.dev))
-                });
+                && g.table
+                    .as_ref()
+                    .is_some_and(|(t, _)| t.iter().any(|m| s.concerns(&m.dev)));
             if concerned {
                 for p in g.members.iter_mut() {
                     fill_details_again(p, ticks_per_second);
@@ -1031,9 +968,7 @@ fn read_by_id(
     match scoped.filter(|s| !s.full.contains(&ns)) {
         None => Ok((statmount::read_table(id)?, None)),
         Some(s) => {
-            let (table, devs) = statmount::read_table_scoped(id, |m| {
-                !s.host_devs.contains(&m.dev) || s.target_devs.contains(&m.dev)
-            })?;
+            let (table, devs) = statmount::read_table_scoped(id, |dev| s.concerns(dev))?;
             Ok((table, Some(devs)))
         }
     }

@@ -132,6 +132,7 @@ pub struct StatmountFixed {
     spare2: [u64; 43],
 }
 const _: () = assert!(size_of::<StatmountFixed>() == 512);
+const _: () = assert!(std::mem::align_of::<StatmountFixed>() <= std::mem::align_of::<u64>());
 
 /// A reusable statmount(2) answer buffer: the fixed part, then the strings.
 /// One per table read, so a namespace of 300 mounts costs one allocation,
@@ -190,10 +191,11 @@ impl Statmount {
     }
 
     /// The fixed part of the last answer.
-    pub fn fixed(&self) -> StatmountFixed {
-        // SAFETY: `buf` is at least 512 bytes, aligned for u64, and
-        // StatmountFixed is plain integers (any bit pattern is valid).
-        unsafe { std::ptr::read(self.buf.as_ptr().cast::<StatmountFixed>()) }
+    pub fn fixed(&self) -> &StatmountFixed {
+        // SAFETY: `buf` is at least 512 bytes and aligned for u64, which is
+        // StatmountFixed's alignment; it is plain integers (any bit pattern
+        // is valid), and the borrow keeps `buf` alive and unchanged.
+        unsafe { &*self.buf.as_ptr().cast::<StatmountFixed>() }
     }
 
     fn strings(&self) -> &[u8] {
