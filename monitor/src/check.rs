@@ -65,8 +65,9 @@ pub struct CheckOutcome {
 }
 
 /// Resolves the target with the runtimes, reads /proc once (every table,
-/// devices of every process: a stopped container's overlay may survive only
-/// as a pinned, detached filesystem), and asks the model.
+/// in part where the kernel allows, see [`scope_for`]; devices of every
+/// process: a stopped container's overlay may survive only as a pinned,
+/// detached filesystem), and asks the model.
 pub async fn check(cfg: &Config, target: &str) -> anyhow::Result<CheckOutcome> {
     let parsed = Target::parse(target)?;
     let started = std::time::Instant::now();
