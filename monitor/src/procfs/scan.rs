@@ -21,6 +21,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,9 @@ pub struct ScanOptions {
     pub pins: bool,
     /// Read only what one target needs of most tables (`mountleak check`).
     pub scope: Option<Arc<TableScope>>,
+    /// Set by someone else to stop the scan early (the daemon, when a read
+    /// a warning waits for must go first): it then ends `Cancelled`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A scan about one target (a container, a pod, a mount path): the host
@@ -115,6 +119,7 @@ impl Default for ScanOptions {
             devices: None,
             pins: false,
             scope: None,
+            cancel: None,
         }
     }
 }
@@ -142,6 +147,18 @@ impl ScanOptions {
     pub fn scoped(mut self, scope: TableScope) -> Self {
         self.scope = Some(Arc::new(scope));
         self
+    }
+
+    /// Stops the scan early when `flag` is set.
+    pub fn cancelled_by(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
     /// Device facts (and pins) for the processes `select` picks.
@@ -183,6 +200,8 @@ pub struct Support {
 pub enum ScanError {
     #[error("cannot list /proc: {0}")]
     ListProc(#[source] io::Error),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// How one mount table was read.
@@ -273,10 +292,11 @@ struct Group {
     reader: Option<Pid>,
     /// Members whose root is not the namespace root (chroot): their
     /// mountinfo hides mounts outside it. Read only if nobody else can.
-    chrooted: Vec<(Pid, u64)>,
-    /// A few members of a namespace whose table was not wanted, by pid and
-    /// start time, in case it is needed after all (finding nsfs mounts).
-    spare: Vec<(Pid, u64)>,
+    chrooted: Vec<Pid>,
+    /// A few members of a namespace whose table was not wanted, in case it
+    /// is needed after all (finding nsfs mounts). A pid is checked to be
+    /// still in the namespace before its table is taken.
+    spare: Vec<Pid>,
     user_ns: Option<u64>,
     /// Known from the walk: the 64-bit id statmount takes.
     mnt_ns_id: Option<u64>,
@@ -383,7 +403,7 @@ impl Scanner {
         let read_some = || {
             let mut read = Vec::new();
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(ns, id)) = prefetch.get(i) else {
                     return read;
                 };
@@ -537,6 +557,9 @@ impl Scanner {
     fn walk_proc(&self, pass: &mut Pass<'_>) -> Result<(), ScanError> {
         let proc_dir = std::fs::read_dir("/proc").map_err(ScanError::ListProc)?;
         for entry in proc_dir {
+            if pass.opts.is_cancelled() {
+                return Err(ScanError::Cancelled);
+            }
             let Ok(entry) = entry else { continue };
             let name = entry.file_name();
             if let Some(pid) = name.to_str().and_then(|s| s.parse::<Pid>().ok()) {
@@ -562,15 +585,9 @@ impl Scanner {
             Ok(h) => h,
             Err(err) => return gone(&mut pass.stats, &err, "open"),
         };
-        let basics = match handle.basics(self.ticks_per_second) {
-            Ok(b) => b,
-            Err(err) => return gone(&mut pass.stats, &err, "stat"),
-        };
-        if basics.kernel_thread {
-            pass.stats.kernel_threads += 1;
-            return;
-        }
-        // A zombie has no namespaces any more: ENOENT, counted as gone.
+        // The namespace first: most processes of a targeted scan are only
+        // counted, and that needs no stat. A zombie has no namespaces any
+        // more: ENOENT, counted as gone.
         let ns = match handle.mnt_ns() {
             Ok(ns) => ns,
             Err(err) => return gone(&mut pass.stats, &err, "ns/mnt"),
@@ -581,8 +598,28 @@ impl Scanner {
         let wants_table = pass.wants(ns) && !pass.prefetching.contains(&ns);
         let opts = pass.opts;
         let group = pass.groups.entry(ns).or_default();
+        let reads_table = group.table.is_none() && wants_table;
+        if !kept && !reads_table {
+            if group.table.is_none() && group.spare.len() < MAX_SPARE {
+                group.spare.push(pid);
+            }
+            // A kernel thread lands here too (in the first namespace); it
+            // is counted as a process then, harmlessly.
+            group.seen = true;
+            pass.stats.processes += 1;
+            return;
+        }
+        let basics = match handle.basics(self.ticks_per_second) {
+            Ok(b) => b,
+            Err(err) => return gone(&mut pass.stats, &err, "stat"),
+        };
+        if basics.kernel_thread {
+            pass.stats.kernel_threads += 1;
+            return;
+        }
+        let group = pass.groups.entry(ns).or_default();
 
-        if group.table.is_none() && wants_table {
+        if reads_table {
             // mountinfo shows mounts relative to the reader's root, so a
             // chrooted member would hide the rest of the table.
             match handle.readlink(c"root") {
@@ -601,11 +638,11 @@ impl Scanner {
                     }
                     Err(err) => return gone(&mut pass.stats, &err, "mountinfo"),
                 },
-                Ok(_) => group.chrooted.push((pid, basics.start)),
+                Ok(_) => group.chrooted.push(pid),
                 Err(err) => return gone(&mut pass.stats, &err, "root"),
             }
         } else if group.table.is_none() && group.spare.len() < MAX_SPARE {
-            group.spare.push((pid, basics.start));
+            group.spare.push(pid);
         }
 
         if kept {
@@ -654,14 +691,12 @@ impl Scanner {
             }
             let tries = group.spare.iter().map(|&m| (m, false));
             let tries = tries.chain(group.chrooted.iter().map(|&m| (m, true)));
-            for ((pid, start), chrooted) in tries.collect::<Vec<_>>() {
+            for (pid, chrooted) in tries.collect::<Vec<_>>() {
                 let Ok(handle) = ProcHandle::open(pid) else {
                     continue;
                 };
-                let same = handle
-                    .basics(self.ticks_per_second)
-                    .map(|b| b.start == start);
-                if !matches!(same, Ok(true)) {
+                // Reused pids are harmless if still in the namespace.
+                if !handle.mnt_ns().is_ok_and(|n| n == ns) {
                     continue;
                 }
                 if !chrooted && !handle.readlink(c"root").is_ok_and(|r| r == b"/") {
