@@ -10,6 +10,8 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,18 +35,29 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// How long a new namespace gets to settle before its first read.
 const NEW_NAMESPACE_SETTLE: Duration = Duration::from_millis(250);
 
-/// Scans asked for and not yet started.
+/// Reads asked for and not yet started. Routine ones are gathered into one
+/// scan; the read a removal warning waits for goes first, on its own, and
+/// may cancel a routine scan already running (once: the cancelled request
+/// runs next and is not cancelled again).
 #[derive(Default)]
 struct Pending {
+    routine: Request,
+    urgent: Request,
+}
+
+#[derive(Default)]
+struct Request {
     full: bool,
     pins: bool,
     namespaces: BTreeSet<NsId>,
     due: Option<Instant>,
     reasons: BTreeSet<&'static str>,
+    /// Cancelled once already to let an urgent read go first.
+    preempted: bool,
 }
 
-impl Pending {
-    fn request(
+impl Request {
+    fn add(
         &mut self,
         full: bool,
         pins: bool,
@@ -56,8 +69,75 @@ impl Pending {
         self.pins |= pins;
         self.namespaces.extend(namespaces.iter().copied());
         self.reasons.insert(reason);
-        let due = Instant::now() + after;
+        self.due_by(Instant::now() + after);
+    }
+
+    fn due_by(&mut self, due: Instant) {
         self.due = Some(self.due.map_or(due, |d| d.min(due)));
+    }
+
+    fn merge(&mut self, other: Request) {
+        self.full |= other.full;
+        self.pins |= other.pins;
+        self.preempted |= other.preempted;
+        self.namespaces.extend(other.namespaces);
+        self.reasons.extend(other.reasons);
+        if let Some(due) = other.due {
+            self.due_by(due);
+        }
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        self.due.is_some_and(|d| d <= now)
+    }
+}
+
+impl Pending {
+    fn request(
+        &mut self,
+        full: bool,
+        pins: bool,
+        namespaces: &[NsId],
+        reason: &'static str,
+        after: Duration,
+    ) {
+        let urgent = reason == monitor_model::reason::READ_BEFORE_WARNING && !full && !pins;
+        let to = if urgent {
+            &mut self.urgent
+        } else {
+            &mut self.routine
+        };
+        to.add(full, pins, namespaces, reason, after);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.urgent.due.into_iter().chain(self.routine.due).min()
+    }
+
+    /// The read to start now, if one is due: an urgent one first.
+    fn take_due(&mut self, now: Instant) -> Option<(Request, bool)> {
+        if self.urgent.is_due(now) {
+            Some((std::mem::take(&mut self.urgent), true))
+        } else if self.routine.is_due(now) {
+            Some((std::mem::take(&mut self.routine), false))
+        } else {
+            None
+        }
+    }
+}
+
+/// The scan running on the blocking pool and what it was asked for.
+struct InFlight {
+    job: ScanJob,
+    request: Request,
+    urgent: bool,
+    cancel: Arc<AtomicBool>,
+}
+
+impl InFlight {
+    /// A routine scan not cancelled before may make way for an urgent read.
+    fn preemptible(&self) -> bool {
+        !self.urgent && !self.request.preempted && !self.cancel.load(Ordering::Relaxed)
     }
 }
 
@@ -79,7 +159,7 @@ struct Daemon {
     started: Instant,
     counters: Counters,
     scanner: Option<Scanner>,
-    in_flight: Option<ScanJob>,
+    in_flight: Option<InFlight>,
     pending: Pending,
     outputs: Vec<Output>,
 }
@@ -158,8 +238,8 @@ pub async fn run<W: Write + Send + 'static>(
     d.pending
         .request(true, true, &[], "startup", Duration::ZERO);
     d.start_scan();
-    if let Some(job) = d.in_flight.take() {
-        let (scanner, result) = job.await.context("startup scan task")?;
+    if let Some(f) = d.in_flight.take() {
+        let (scanner, result) = f.job.await.context("startup scan task")?;
         d.scanner = Some(scanner);
         let scan = result.context("startup scan of /proc")?;
         d.absorb_scan(scan)?;
@@ -213,7 +293,12 @@ pub async fn run<W: Write + Send + 'static>(
             biased;
             () = &mut shutdown => break,
             input = recv_one(&mut runtime_rx) => match input {
-                Some(input) => d.apply(&input)?,
+                Some(input) => {
+                    if let Input::Container(c) = &input {
+                        debug!(event = ?c, "runtime event");
+                    }
+                    d.apply(&input)?
+                }
                 None => runtime_rx = None,
             },
             batch = recv(&mut events) => match batch {
@@ -228,11 +313,20 @@ pub async fn run<W: Write + Send + 'static>(
                 }
             },
             done = wait(&mut d.in_flight) => {
-                d.in_flight = None;
+                let finished = d.in_flight.take();
                 let (scanner, result) = done.context("scan task")?;
                 d.scanner = Some(scanner);
                 match result {
                     Ok(scan) => d.absorb_scan(scan)?,
+                    Err(ScanError::Cancelled) => {
+                        // Made way for an urgent read: runs right after it.
+                        if let Some(mut f) = finished {
+                            debug!(reasons = ?f.request.reasons, "routine scan cancelled for a warning's read; queued again");
+                            f.request.preempted = true;
+                            f.request.due = Some(Instant::now());
+                            d.pending.routine.merge(f.request);
+                        }
+                    }
                     Err(e) => warn!(error = %e, "scan failed; will retry at the next reconciliation"),
                 }
             },
@@ -253,7 +347,13 @@ pub async fn run<W: Write + Send + 'static>(
                 let namespaces = d.model.watched();
                 d.pending.request(changes.overflow, false, &namespaces, "mount change in a holder namespace", d.cfg.daemon.rescan_debounce);
             },
-            () = sleep_until(d.pending.due), if d.in_flight.is_none() => d.start_scan(),
+            () = sleep_until(d.pending.next_due()), if d.in_flight.is_none() => d.start_scan(),
+            () = sleep_until(d.pending.urgent.due), if d.in_flight.as_ref().is_some_and(InFlight::preemptible) => {
+                if let Some(f) = &d.in_flight {
+                    debug!("a warning's read is due: cancelling the routine scan in flight");
+                    f.cancel.store(true, Ordering::Relaxed);
+                }
+            },
             _ = tick.tick() => {
                 d.apply(&Input::Tick { now: boottime_ns() })?;
                 d.check_counters()?;
@@ -270,8 +370,8 @@ pub async fn run<W: Write + Send + 'static>(
             },
         }
     }
-    if let Some(job) = d.in_flight.take() {
-        job.abort();
+    if let Some(f) = d.in_flight.take() {
+        f.job.abort();
     }
     // What the probes saw before the stop is told and kept too: the reader
     // reads a record at most one wake-up interval after it was made.
@@ -417,23 +517,25 @@ impl Daemon {
         Ok(())
     }
 
-    /// Starts the pending scan on the blocking pool, if any.
+    /// Starts the due scan on the blocking pool, if any: an urgent read
+    /// first, on its own.
     fn start_scan(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        if pending.due.is_none() {
+        if self.scanner.is_none() {
+            // A scan is running; the requests wait for it.
             return;
         }
-        let Some(mut scanner) = self.scanner.take() else {
-            // A scan is running; keep the request for after it.
-            self.pending = pending;
+        let Some((request, urgent)) = self.pending.take_due(Instant::now()) else {
             return;
         };
-        debug!(full = pending.full, pins = pending.pins, namespaces = ?pending.namespaces, reasons = ?pending.reasons, "scanning");
-        let targets: Vec<NsId> = pending.namespaces.into_iter().collect();
-        let full = pending.full || targets.is_empty();
+        let Some(mut scanner) = self.scanner.take() else {
+            return;
+        };
+        debug!(urgent, full = request.full, pins = request.pins, namespaces = ?request.namespaces, reasons = ?request.reasons, "scanning");
+        let targets: Vec<NsId> = request.namespaces.iter().copied().collect();
+        let full = request.full || targets.is_empty();
         // Device facts (is a holder's cwd inside its copy?) for the
         // namespaces that matter; every process's devices only with pins.
-        let opts = if pending.pins {
+        let opts = if request.pins {
             ScanOptions::default().with_all_devices()
         } else {
             let mut wanted: std::collections::HashSet<NsId> =
@@ -441,14 +543,22 @@ impl Daemon {
             wanted.extend(targets.iter().copied());
             ScanOptions::default().with_device_facts(move |ns, _| wanted.contains(&ns))
         };
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let opts = opts.cancelled_by(cancel.clone());
+        let job = tokio::task::spawn_blocking(move || {
             let result = if full {
                 scanner.scan(&opts)
             } else {
                 scanner.scan_namespaces(&targets, &opts)
             };
             (scanner, result)
-        }));
+        });
+        self.in_flight = Some(InFlight {
+            job,
+            request,
+            urgent,
+            cancel,
+        });
     }
 
     fn absorb_scan(&mut self, scan: ScanOutput) -> anyhow::Result<()> {
@@ -625,10 +735,10 @@ async fn recv(events: &mut Option<mpsc::Receiver<Vec<Input>>>) -> Option<Vec<Inp
 }
 
 async fn wait(
-    job: &mut Option<ScanJob>,
+    in_flight: &mut Option<InFlight>,
 ) -> Result<(Scanner, Result<ScanOutput, ScanError>), tokio::task::JoinError> {
-    match job {
-        Some(j) => j.await,
+    match in_flight {
+        Some(f) => (&mut f.job).await,
         None => std::future::pending().await,
     }
 }
@@ -637,5 +747,69 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(t) => time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_model::reason::READ_BEFORE_WARNING;
+
+    #[test]
+    fn a_warnings_read_goes_first_and_alone() {
+        let mut p = Pending::default();
+        p.request(
+            false,
+            false,
+            &[1],
+            "mount change in a host namespace",
+            Duration::ZERO,
+        );
+        p.request(false, false, &[7], READ_BEFORE_WARNING, Duration::ZERO);
+        let now = Instant::now();
+        let (first, urgent) = p.take_due(now).expect("a read is due");
+        assert!(urgent);
+        assert_eq!(first.namespaces, BTreeSet::from([7]));
+        let (second, urgent) = p.take_due(now).expect("the routine read is still due");
+        assert!(!urgent);
+        assert_eq!(second.namespaces, BTreeSet::from([1]));
+        assert!(p.take_due(now).is_none());
+    }
+
+    #[test]
+    fn a_full_or_pin_read_is_never_urgent() {
+        let mut p = Pending::default();
+        p.request(true, false, &[], READ_BEFORE_WARNING, Duration::ZERO);
+        assert!(p.urgent.due.is_none());
+        assert!(p.routine.full);
+    }
+
+    #[test]
+    fn reads_wait_for_their_debounce() {
+        let mut p = Pending::default();
+        let now = Instant::now();
+        p.request(
+            false,
+            false,
+            &[7],
+            READ_BEFORE_WARNING,
+            Duration::from_secs(60),
+        );
+        assert!(p.take_due(now).is_none());
+        assert!(p.next_due().is_some_and(|d| d > now));
+    }
+
+    #[test]
+    fn a_cancelled_read_keeps_what_it_was_asked_for_and_is_not_cancelled_again() {
+        let mut routine = Request::default();
+        routine.add(true, true, &[], "periodic reconciliation", Duration::ZERO);
+        routine.preempted = true;
+        let mut p = Pending::default();
+        p.request(false, false, &[3], "new namespace", Duration::from_secs(60));
+        p.routine.merge(routine);
+        let (r, urgent) = p.take_due(Instant::now()).expect("due at once");
+        assert!(!urgent && r.full && r.pins && r.preempted);
+        assert!(r.namespaces.contains(&3));
+        assert!(r.reasons.contains("periodic reconciliation"));
     }
 }
