@@ -274,14 +274,19 @@ fn groups_processes_by_namespace_and_reads_each_table_once() {
 fn a_scoped_scan_reads_only_what_concerns_the_target() {
     let mut lab = Lab::new("scoped");
     let (a, b, gone) = (lab.mkdir(b"a"), lab.mkdir(b"b"), lab.mkdir(b"gone"));
+    let own = lab.mkdir(b"own");
     // The "host" mounts three tmpfs, a private copy of its namespace is
-    // made, then the host unmounts one.
+    // made, then the host unmounts one. A second private namespace drops
+    // its copies of the target and the unmounted one and mounts a tmpfs
+    // of its own: nothing in it concerns the target.
     let host = lab.holder(
         r#"for d in "$1" "$2" "$3"; do mount -t tmpfs lab-scoped "$d"; done
 unshare --mount --propagation private sleep 1000 &
 while [ "$(readlink /proc/$!/ns/mnt)" = "$(readlink /proc/self/ns/mnt)" ]; do sleep 0.01; done
+unshare --mount --propagation private sh -c 'umount "$1" "$3" && mount -t tmpfs lab-own "$4" && exec sleep 1000' sh "$@" &
+while ! grep -q lab-own /proc/$!/mountinfo 2>/dev/null; do sleep 0.01; done
 umount "$3""#,
-        &[a.as_os_str(), b.as_os_str(), gone.as_os_str()],
+        &[a.as_os_str(), b.as_os_str(), gone.as_os_str(), own.as_os_str()],
     );
     let host_ns = mnt_ns(host).expect("host ns");
     let copy = std::fs::read_to_string(format!("/proc/{host}/task/{host}/children"))
@@ -291,6 +296,13 @@ umount "$3""#,
         .find(|&p| mnt_ns(p).is_some_and(|n| n != host_ns))
         .expect("the copy's process");
     let copy_ns = mnt_ns(copy).expect("copy ns");
+    let unrelated = std::fs::read_to_string(format!("/proc/{host}/task/{host}/children"))
+        .expect("children")
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|&p| mnt_ns(p).is_some_and(|n| n != host_ns && n != copy_ns))
+        .expect("the unrelated namespace's process");
+    let unrelated_ns = mnt_ns(unrelated).expect("unrelated ns");
     let dev_of = |p: &Path| {
         let st = std::fs::metadata(format!("/proc/{copy}/root{}", p.display())).expect("stat copy");
         Dev {
@@ -334,6 +346,22 @@ umount "$3""#,
             .mounts
             .iter()
             .any(|m| m.mount_point.as_bytes() == b"/"));
+        // Details (exe, cgroup) only for who a finding may name: the
+        // holder of the target's copy, not a namespace with mounts of its
+        // own that are not the target's.
+        let member = |ns: NsId, pid: u32| {
+            namespace(snap, ns)
+                .members
+                .iter()
+                .find(|p| p.pid == pid)
+                .cloned()
+                .expect("member listed")
+        };
+        assert!(member(copy_ns, copy).exe.is_some(), "the holder is named");
+        assert!(
+            member(unrelated_ns, unrelated).exe.is_none(),
+            "an unrelated namespace's members are listed without details"
+        );
     } else {
         eprintln!("no statmount or namespace walk here: every table read whole");
         assert!(copy_devs.contains(&dev_b));

@@ -114,6 +114,7 @@ pub async fn check(cfg: &Config, target: &str) -> anyhow::Result<CheckOutcome> {
         processes = out.stats.processes,
         tables = out.stats.tables.len(),
         partial = out.stats.partial_tables,
+        phases = ?out.stats.phases,
         "check: where the time went"
     );
 

@@ -204,6 +204,15 @@ pub enum ScanError {
     Cancelled,
 }
 
+/// See [`ScanStats::phases`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    pub before_proc: Duration,
+    pub proc_walk: Duration,
+    pub tables_alongside: Duration,
+    pub after_proc: Duration,
+}
+
 /// How one mount table was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TableRead {
@@ -219,6 +228,10 @@ pub enum TableRead {
 #[derive(Clone, Debug, Default)]
 pub struct ScanStats {
     pub duration: Duration,
+    /// Where `duration` went: the namespace walk and host tables before
+    /// /proc (scoped scans), the /proc walk, the second thread's table
+    /// reads alongside it, and everything after.
+    pub phases: Phases,
     /// User processes grouped into namespaces.
     pub processes: usize,
     pub kernel_threads: usize,
@@ -400,6 +413,7 @@ impl Scanner {
         // Both threads take tables from one list: the second from the
         // start, this one once /proc is walked.
         let next = std::sync::atomic::AtomicUsize::new(0);
+        pass.stats.phases.before_proc = started.elapsed();
         let read_some = || {
             let mut read = Vec::new();
             loop {
@@ -410,16 +424,27 @@ impl Scanner {
                 read.push((ns, read_by_id(scoped.as_ref(), ns, id)));
             }
         };
+        let walk_started = Instant::now();
+        let mut alongside = Duration::ZERO;
         let walked_proc = std::thread::scope(|threads| {
-            let reader = (prefetch.len() > 1).then(|| threads.spawn(read_some));
+            let reader = (prefetch.len() > 1).then(|| {
+                threads.spawn(|| {
+                    let t = Instant::now();
+                    (read_some(), t.elapsed())
+                })
+            });
             let listed = self.walk_proc(&mut pass);
+            pass.stats.phases.proc_walk = walk_started.elapsed();
             let mut read = read_some();
             // A panic there is a bug; its tables are read below instead.
-            if let Some(Ok(mut more)) = reader.map(|r| r.join()) {
+            if let Some(Ok((mut more, took))) = reader.map(|r| r.join()) {
                 read.append(&mut more);
+                alongside = took;
             }
             listed.map(|()| read)
         });
+        pass.stats.phases.tables_alongside = alongside;
+        let after_started = Instant::now();
         pass.scoped = scoped;
         pass.prefetching.clear();
         // A group nobody finished visiting: all its processes exited
@@ -538,6 +563,7 @@ impl Scanner {
         };
 
         stats.duration = started.elapsed();
+        stats.phases.after_proc = after_started.elapsed();
         stats.support = self.support;
         tracing::debug!(
             processes = stats.processes,
@@ -929,16 +955,33 @@ impl Pass<'_> {
         table
     }
 
-    /// Details of the members of the namespaces whose (partial) table holds
-    /// a mount that concerns the target: the holders a finding names.
+    /// Details of the members of the namespaces a finding about the target
+    /// may name: those holding a mount of one of the target's filesystems,
+    /// known by a host mount at a target path or, for one the host no
+    /// longer shows, by a copy at a target path. (A container namespace's
+    /// own proc, sysfs and devpts are not the host's either, but concern
+    /// no target.) Pinning processes get theirs with the pins.
     fn fill_named_details(&mut self, ticks_per_second: u64) {
-        let Some(s) = &self.scoped else { return };
+        let (Some(s), Some(scope)) = (&self.scoped, &self.opts.scope) else {
+            return;
+        };
+        let mut devs = s.target_devs.clone();
+        for (ns, g) in &self.groups {
+            if let Some((table, _)) = g.table.as_ref().filter(|_| !s.full.contains(ns)) {
+                devs.extend(
+                    table
+                        .iter()
+                        .filter(|m| !s.host_devs.contains(&m.dev) && (scope.target)(&m.mount_point))
+                        .map(|m| m.dev),
+                );
+            }
+        }
         for (ns, g) in self.groups.iter_mut() {
-            let concerned = !s.full.contains(ns)
+            let named = !s.full.contains(ns)
                 && g.table
                     .as_ref()
-                    .is_some_and(|(t, _)| t.iter().any(|m| s.concerns(&m.dev)));
-            if concerned {
+                    .is_some_and(|(t, _)| t.iter().any(|m| devs.contains(&m.dev)));
+            if named {
                 for p in g.members.iter_mut() {
                     fill_details_again(p, ticks_per_second);
                 }
