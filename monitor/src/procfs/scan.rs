@@ -519,11 +519,21 @@ impl Scanner {
                 .flat_map(|(t, _)| t.iter().map(|m| m.dev))
                 .chain(pass.left_out.iter().copied())
                 .collect();
-            pins = pins::find(&pass.candidates, &shown);
             if pass.late_details {
-                for pin in pins.iter_mut() {
-                    fill_details_again(&mut pin.process, self.ticks_per_second);
-                }
+                // `check`: on both cores, like the tables.
+                let (a, b) = pass.candidates.split_at(pass.candidates.len() / 2);
+                pins = std::thread::scope(|threads| {
+                    let first = threads.spawn(|| pins::find(a, &shown));
+                    let second = pins::find(b, &shown);
+                    // A panic there is a bug; that half is done here instead.
+                    let mut all = first.join().unwrap_or_else(|_| pins::find(a, &shown));
+                    all.extend(second);
+                    all
+                });
+                let ticks = self.ticks_per_second;
+                on_two_threads(&mut pins, |pin| fill_details_again(&mut pin.process, ticks));
+            } else {
+                pins = pins::find(&pass.candidates, &shown);
             }
             // A gap makes "no table shows it" unreliable. Namespaces held
             // only by an fd are invisible without the walk; that gap is
@@ -976,17 +986,17 @@ impl Pass<'_> {
                 );
             }
         }
+        let mut named: Vec<&mut ProcessInfo> = Vec::new();
         for (ns, g) in self.groups.iter_mut() {
-            let named = !s.full.contains(ns)
+            let holds = !s.full.contains(ns)
                 && g.table
                     .as_ref()
                     .is_some_and(|(t, _)| t.iter().any(|m| devs.contains(&m.dev)));
-            if named {
-                for p in g.members.iter_mut() {
-                    fill_details_again(p, ticks_per_second);
-                }
+            if holds {
+                named.extend(g.members.iter_mut());
             }
         }
+        on_two_threads(&mut named, |p| fill_details_again(p, ticks_per_second));
     }
 
     fn has_table(&self, ns: NsId) -> bool {
@@ -1053,6 +1063,20 @@ fn read_by_id(
 }
 
 /// Process details read after the walk, if it is still the same process.
+/// `each` over `items` on this thread and one more (`check`'s late reads:
+/// independent per process, and `check` has the machine's cores to itself).
+fn on_two_threads<T: Send>(items: &mut [T], each: impl Fn(&mut T) + Sync) {
+    if items.len() < 8 {
+        items.iter_mut().for_each(&each);
+        return;
+    }
+    let (a, b) = items.split_at_mut(items.len() / 2);
+    std::thread::scope(|threads| {
+        threads.spawn(|| a.iter_mut().for_each(&each));
+        b.iter_mut().for_each(&each);
+    });
+}
+
 fn fill_details_again(info: &mut ProcessInfo, ticks_per_second: u64) {
     let Ok(handle) = ProcHandle::open(info.pid) else {
         return;
