@@ -66,10 +66,10 @@ pub(crate) fn find(candidates: &[Candidate], shown: &BTreeSet<Dev>) -> Vec<Pin> 
         let Ok(handle) = ProcHandle::open(cand.info.pid) else {
             continue;
         };
+        let mut process = cand.info.clone();
         let same = handle
             .basics(super::clock::ticks_per_second())
-            .map(|b| b.start == cand.info.start)
-            .unwrap_or(false);
+            .is_ok_and(|b| b.complete(&mut process));
         if !same {
             continue;
         }
@@ -91,7 +91,7 @@ pub(crate) fn find(candidates: &[Candidate], shown: &BTreeSet<Dev>) -> Vec<Pin> 
             };
             pins.push(Pin {
                 dev,
-                process: cand.info.clone(),
+                process: process.clone(),
                 ns: cand.ns,
                 how,
                 link: handle.link_of(&rel).unwrap_or_default(),

@@ -35,6 +35,25 @@ pub(crate) struct Basics {
     pub kernel_thread: bool,
 }
 
+/// `ProcessInfo::start` of a member whose `stat` a scoped scan has not read
+/// (yet): only outside the host namespaces, where every process started
+/// after boot.
+pub(crate) const START_UNREAD: u64 = 0;
+
+impl Basics {
+    /// Puts comm and start into `info` if they were not read; `false` if
+    /// they were and `info` is another process (its pid was reused).
+    pub fn complete(self, info: &mut ProcessInfo) -> bool {
+        if info.start == START_UNREAD {
+            info.start = self.start;
+            info.comm = self.comm;
+            true
+        } else {
+            info.start == self.start
+        }
+    }
+}
+
 /// The devices a process uses, with where each came from (for pins).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct DeviceUse {
@@ -230,6 +249,7 @@ pub(crate) fn cgroup_path(text: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn ns_links() {
@@ -283,6 +303,55 @@ mod tests {
         assert!(info.user_ns.is_some());
         let devs = me.devices().unwrap();
         assert!(devs.cwd.is_some() && devs.root.is_some());
+    }
+
+    #[test]
+    fn open_files_are_found_wherever_they_sit_in_the_fd_table() {
+        use std::process::{Command, Stdio};
+        let file = std::env::temp_dir().join(format!("mountleak-fds-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        let dev = sys::dev_of(std::fs::metadata(&file).unwrap().dev());
+        let sleeping = |child: &std::process::Child| {
+            let h = ProcHandle::open(child.id()).unwrap();
+            for _ in 0..500 {
+                if h.basics(clock::ticks_per_second())
+                    .is_ok_and(|b| b.comm == "sleep")
+                {
+                    return h;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("child never slept");
+        };
+        // The file on fd 0.
+        let mut dense = Command::new("sleep")
+            .arg("100")
+            .stdin(File::open(&file).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The file on fd 7, after a gap.
+        let mut gap = Command::new("sh")
+            .args(["-c", "exec 7<\"$0\"; exec sleep 100"])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let found_dense = sleeping(&dense).devices().map(|d| d.fds);
+        let found_gap = sleeping(&gap).devices().map(|d| d.fds);
+        let _ = dense.kill();
+        let _ = gap.kill();
+        let _ = dense.wait();
+        let _ = gap.wait();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(found_dense.unwrap(), vec![(0, dev)]);
+        assert_eq!(found_gap.unwrap(), vec![(7, dev)]);
+    }
+
+    #[test]
+    fn reads_its_own_mount_table() {
+        let me = ProcHandle::myself().unwrap();
         assert!(!crate::procfs::mountinfo::parse(&me.mountinfo().unwrap())
             .mounts
             .is_empty());

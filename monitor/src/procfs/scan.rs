@@ -32,7 +32,7 @@ use monitor_model::{
 
 use super::mountinfo::{self, LineError};
 use super::pins::{self, Candidate};
-use super::process::{parse_ns_link, ProcHandle};
+use super::process::{parse_ns_link, Basics, ProcHandle, START_UNREAD};
 use super::{clock, nsenter, statmount, sys};
 
 /// Decides which processes get their cwd/root/fd devices read (costly: one
@@ -645,9 +645,23 @@ impl Scanner {
             pass.stats.processes += 1;
             return;
         }
-        let basics = match handle.basics(self.ticks_per_second) {
-            Ok(b) => b,
-            Err(err) => return gone(&mut pass.stats, &err, "stat"),
+        // `check` reads stat late, only for who may be named, outside the
+        // host namespaces (where kernel threads are).
+        let late_stat = kept
+            && !reads_table
+            && pass.late_details
+            && opts.scope.as_ref().is_some_and(|s| !s.full.contains(&ns));
+        let basics = if late_stat {
+            Basics {
+                comm: String::new(),
+                start: START_UNREAD,
+                kernel_thread: false,
+            }
+        } else {
+            match handle.basics(self.ticks_per_second) {
+                Ok(b) => b,
+                Err(err) => return gone(&mut pass.stats, &err, "stat"),
+            }
         };
         if basics.kernel_thread {
             pass.stats.kernel_threads += 1;
@@ -1083,7 +1097,7 @@ fn fill_details_again(info: &mut ProcessInfo, ticks_per_second: u64) {
     };
     if handle
         .basics(ticks_per_second)
-        .is_ok_and(|b| b.start == info.start)
+        .is_ok_and(|b| b.complete(info))
     {
         handle.fill_details(info);
     }
