@@ -3,8 +3,10 @@
 //!
 //! One task owns the model (no locks). Around it: the probes' reader task
 //! (batches of decoded events), /proc scans on the blocking pool (one at a
-//! time; requests gathered for `rescan_debounce`), a one-second tick (grace
-//! periods, kernel loss counters) and the periodic full reconciliation.
+//! time; requests gathered for `rescan_debounce`; the read a removal
+//! warning waits for goes first and may cancel a routine scan once), a
+//! one-second tick (grace periods, kernel loss counters) and the periodic
+//! full reconciliation.
 //! Shutdown is an argument, so tests and signals stop it the same way.
 
 use std::collections::BTreeSet;
