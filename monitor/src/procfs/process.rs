@@ -328,6 +328,7 @@ mod tests {
             .arg("100")
             .stdin(File::open(&file).unwrap())
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         // The file on fd 7, after a gap.
@@ -336,6 +337,7 @@ mod tests {
             .arg(&file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let found_dense = sleeping(&dense).devices().map(|d| d.fds);
