@@ -104,7 +104,9 @@ pub struct MountRef {
     /// When a probe saw it mounted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mounted_at: Option<Ktime>,
-    /// When it left every host namespace.
+    /// When it left every host namespace: the umount a probe saw, else
+    /// the start of the first read that found it gone (the umount came
+    /// before; for `check` and `scan`, that is their own read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmounted_at: Option<Ktime>,
 }
