@@ -522,14 +522,12 @@ impl Daemon {
     /// Starts the due scan on the blocking pool, if any: an urgent read
     /// first, on its own.
     fn start_scan(&mut self) {
-        if self.scanner.is_none() {
-            // A scan is running; the requests wait for it.
-            return;
-        }
-        let Some((request, urgent)) = self.pending.take_due(Instant::now()) else {
+        // Without the scanner a scan is running; the requests wait for it.
+        let Some(mut scanner) = self.scanner.take() else {
             return;
         };
-        let Some(mut scanner) = self.scanner.take() else {
+        let Some((request, urgent)) = self.pending.take_due(Instant::now()) else {
+            self.scanner = Some(scanner);
             return;
         };
         debug!(urgent, full = request.full, pins = request.pins, namespaces = ?request.namespaces, reasons = ?request.reasons, "scanning");

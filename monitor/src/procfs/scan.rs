@@ -647,8 +647,7 @@ impl Scanner {
         }
         // `check` reads stat late, only for who may be named, outside the
         // host namespaces (where kernel threads are).
-        let late_stat = kept
-            && !reads_table
+        let late_stat = !reads_table
             && pass.late_details
             && opts.scope.as_ref().is_some_and(|s| !s.full.contains(&ns));
         let basics = if late_stat {
@@ -667,7 +666,6 @@ impl Scanner {
             pass.stats.kernel_threads += 1;
             return;
         }
-        let group = pass.groups.entry(ns).or_default();
 
         if reads_table {
             // mountinfo shows mounts relative to the reader's root, so a
@@ -1076,7 +1074,6 @@ fn read_by_id(
     }
 }
 
-/// Process details read after the walk, if it is still the same process.
 /// `each` over `items` on this thread and one more (`check`'s late reads:
 /// independent per process, and `check` has the machine's cores to itself).
 fn on_two_threads<T: Send>(items: &mut [T], each: impl Fn(&mut T) + Sync) {
@@ -1091,6 +1088,8 @@ fn on_two_threads<T: Send>(items: &mut [T], each: impl Fn(&mut T) + Sync) {
     });
 }
 
+/// Process details read after the walk, if it is still the same process
+/// (with its comm and start time, if the walk did not read them).
 fn fill_details_again(info: &mut ProcessInfo, ticks_per_second: u64) {
     let Ok(handle) = ProcHandle::open(info.pid) else {
         return;

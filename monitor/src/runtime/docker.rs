@@ -1,8 +1,9 @@
 //! Docker adapter: the Engine API over its unix socket (bollard), turned
 //! into `ContainerEvent`s.
 //!
-//! One connection ("session") goes: negotiate the API version (the engine
-//! here speaks 1.41, bollard starts higher), read the daemon's root dir,
+//! One connection ("session") goes: learn the engine's API version (the
+//! engine here speaks 1.41, bollard starts higher; from `/_ping`'s header,
+//! else by bollard's negotiation), read the daemon's root dir,
 //! list and inspect every container (`Seen` each, then `Inventory`), then
 //! follow `/events` for containers, and poll for `dead` containers every
 //! [`DEAD_POLL`] (Docker emits no event when a removal fails). Any engine
@@ -265,7 +266,9 @@ async fn pinged_api_version(socket: &Path) -> Option<ClientVersion> {
         }
         api_version_header(&head)
     };
-    tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS), exchange)
+    // A ping is nothing to answer; an engine that takes longer will be
+    // told off by the negotiation's own timeout and error.
+    tokio::time::timeout(Duration::from_secs(2), exchange)
         .await
         .ok()
         .flatten()
