@@ -1257,6 +1257,17 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_scan_ends_cancelled_and_an_uncancelled_one_does_not() {
+        let flag = Arc::new(AtomicBool::new(true));
+        let opts = ScanOptions::default().cancelled_by(flag.clone());
+        let mut scanner = Scanner::new();
+        assert!(matches!(scanner.scan(&opts), Err(ScanError::Cancelled)));
+        flag.store(false, Ordering::Relaxed);
+        let out = scanner.scan(&opts).expect("not cancelled");
+        assert!(out.stats.processes > 0);
+    }
+
+    #[test]
     fn targeted_scan_reads_only_targets() {
         let mut scanner = Scanner::new();
         let opts = ScanOptions {
