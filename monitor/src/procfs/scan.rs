@@ -92,9 +92,9 @@ impl std::fmt::Debug for TableScope {
     }
 }
 
-/// The devices a scoped scan decides by, from the host tables.
+/// A scope and the devices it decides by, from the host tables.
 struct Scoped {
-    full: BTreeSet<NsId>,
+    scope: Arc<TableScope>,
     host_devs: BTreeSet<Dev>,
     target_devs: BTreeSet<Dev>,
 }
@@ -104,6 +104,11 @@ impl Scoped {
     /// filesystem the host does not show, or one of the target's.
     fn concerns(&self, dev: &Dev) -> bool {
         !self.host_devs.contains(dev) || self.target_devs.contains(dev)
+    }
+
+    /// Whether `ns` is a host namespace (read whole).
+    fn is_host(&self, ns: &NsId) -> bool {
+        self.scope.full.contains(ns)
     }
 }
 
@@ -770,7 +775,7 @@ impl Scanner {
 
     /// A scoped scan's first step: the host tables, whole, by id. Only if
     /// all of them can be read is the rest read in part.
-    fn read_host_tables(&mut self, pass: &mut Pass<'_>, scope: &TableScope) {
+    fn read_host_tables(&mut self, pass: &mut Pass<'_>, scope: &Arc<TableScope>) {
         if self.support.statmount == Some(false) {
             return;
         }
@@ -806,7 +811,7 @@ impl Scanner {
             }
         }
         pass.scoped = Some(Scoped {
-            full: scope.full.clone(),
+            scope: Arc::clone(scope),
             host_devs,
             target_devs,
         });
@@ -984,23 +989,23 @@ impl Pass<'_> {
     /// own proc, sysfs and devpts are not the host's either, but concern
     /// no target.) Pinning processes get theirs with the pins.
     fn fill_named_details(&mut self, ticks_per_second: u64) {
-        let (Some(s), Some(scope)) = (&self.scoped, &self.opts.scope) else {
-            return;
-        };
+        let Some(s) = &self.scoped else { return };
         let mut devs = s.target_devs.clone();
         for (ns, g) in &self.groups {
-            if let Some((table, _)) = g.table.as_ref().filter(|_| !s.full.contains(ns)) {
+            if let Some((table, _)) = g.table.as_ref().filter(|_| !s.is_host(ns)) {
                 devs.extend(
                     table
                         .iter()
-                        .filter(|m| !s.host_devs.contains(&m.dev) && (scope.target)(&m.mount_point))
+                        .filter(|m| {
+                            !s.host_devs.contains(&m.dev) && (s.scope.target)(&m.mount_point)
+                        })
                         .map(|m| m.dev),
                 );
             }
         }
         let mut named: Vec<&mut ProcessInfo> = Vec::new();
         for (ns, g) in self.groups.iter_mut() {
-            let holds = !s.full.contains(ns)
+            let holds = !s.is_host(ns)
                 && g.table
                     .as_ref()
                     .is_some_and(|(t, _)| t.iter().any(|m| devs.contains(&m.dev)));
@@ -1065,7 +1070,7 @@ fn read_by_id(
     ns: NsId,
     id: u64,
 ) -> io::Result<(Vec<MountEntry>, Option<Vec<Dev>>)> {
-    match scoped.filter(|s| !s.full.contains(&ns)) {
+    match scoped.filter(|s| !s.is_host(&ns)) {
         None => Ok((statmount::read_table(id)?, None)),
         Some(s) => {
             let (table, devs) = statmount::read_table_scoped(id, |dev| s.concerns(dev))?;
